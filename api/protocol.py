@@ -1,0 +1,384 @@
+"""The wire protocol of PROTOCOL.md, and nothing else: EIP-712 types and digests, signature recovery,
+Merkle leaves, trees and proof folding, details hashing, account ids.
+
+This module imports no server, database, chain or configuration code: the service and the standalone
+verifier (`scripts/verify_proof.py`) both use it, so an auditor reads one small file to know what is
+checked. Bytes values are Python ``bytes``; on the wire they are 0x-prefixed lower-case hex.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, NamedTuple, Sequence
+
+os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")  # 3-4x faster keccak when safe-pysha3 is installed
+
+import coincurve  # noqa: E402
+import rfc8785  # noqa: E402
+from eth_hash.auto import keccak  # noqa: E402
+
+DOMAIN_NAME = "TimeBank"
+DOMAIN_VERSION = "1"
+PROOF_FORMAT = "timebank-proof/1"
+LEAF_ENCODING = ("bytes32", "address")
+TRANSFER_SERVICE_TYPE = 100
+
+# EIP-712 struct types, written once (PROTOCOL.md sections 3 and 4); a test checks them against the
+# contract's type hashes.
+TYPES: dict[str, list[tuple[str, str]]] = {
+    "ServiceOrder": [
+        ("orderId", "bytes32"),
+        ("district", "uint32"),
+        ("volunteer", "bytes32"),
+        ("payer", "bytes32"),
+        ("recipient", "bytes32"),
+        ("serviceType", "uint16"),
+        ("startTime", "uint64"),
+        ("endTime", "uint64"),
+        ("minutes", "uint32"),
+        ("detailsHash", "bytes32"),
+    ],
+    "RegisterDistrict": [("district", "uint32"), ("admin", "address"), ("nonce", "uint64")],
+    "RegisterStation": [("station", "address"), ("district", "uint32"), ("nonce", "uint64")],
+    "RemoveStation": [("station", "address"), ("nonce", "uint64")],
+    "RegisterAccount": [("account", "bytes32"), ("district", "uint32"), ("kind", "uint8"), ("nonce", "uint64")],
+    "SetAccountStatus": [("account", "bytes32"), ("status", "uint8"), ("reason", "uint16"), ("nonce", "uint64")],
+    "Grant": [("account", "bytes32"), ("minutes", "uint32"), ("reason", "uint16"), ("nonce", "uint64")],
+    "RevokeOrder": [("orderId", "bytes32"), ("reason", "uint16"), ("nonce", "uint64")],
+    "RegisterAuditor": [("auditor", "address"), ("district", "uint32"), ("nonce", "uint64")],
+}
+COMMAND_TYPES = tuple(name for name in TYPES if name != "ServiceOrder")
+DOMAIN_TYPE = [
+    ("name", "string"),
+    ("version", "string"),
+    ("chainId", "uint256"),
+    ("verifyingContract", "address"),
+]
+
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+class ProtocolError(ValueError):
+    """A value that does not follow the protocol. `code` is stable and machine-readable."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def type_string(name: str) -> str:
+    return f"{name}(" + ",".join(f"{t} {n}" for n, t in TYPES[name]) + ")"
+
+
+TYPE_HASHES = {name: keccak(type_string(name).encode()) for name in TYPES}
+
+
+# ----- hex and field values -----------------------------------------------------------------------
+
+
+def to_hex(value: bytes) -> str:
+    return "0x" + value.hex()
+
+
+def parse_bytes(value: Any, length: int | None, field: str) -> bytes:
+    """0x-prefixed hex of exactly `length` bytes (any length when None); upper-case digits are accepted."""
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ProtocolError("malformed_hex", f"{field}: expected 0x-prefixed hex, got {value!r:.80}")
+    try:
+        raw = bytes.fromhex(value[2:])
+    except ValueError:
+        raise ProtocolError("malformed_hex", f"{field}: not hex: {value!r:.80}") from None
+    if length is not None and len(raw) != length:
+        raise ProtocolError("wrong_length", f"{field}: expected {length} bytes, got {len(raw)}")
+    return raw
+
+
+def parse_uint(value: Any, bits: int, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError("malformed_integer", f"{field}: expected an integer, got {value!r:.80}")
+    if not 0 <= value < (1 << bits):
+        raise ProtocolError("integer_out_of_range", f"{field}: {value} is not a uint{bits}")
+    return value
+
+
+def parse_address(value: Any, field: str) -> bytes:
+    return parse_bytes(value, 20, field)
+
+
+def checksum(address: bytes) -> str:
+    """EIP-55 mixed-case address."""
+    hex_addr = address.hex()
+    digest = keccak(hex_addr.encode()).hex()
+    return "0x" + "".join(c.upper() if int(digest[i], 16) >= 8 else c for i, c in enumerate(hex_addr))
+
+
+def _encode_field(kind: str, value: Any, field: str) -> bytes:
+    if kind == "bytes32":
+        raw = value if isinstance(value, bytes) else parse_bytes(value, 32, field)
+        if len(raw) != 32:
+            raise ProtocolError("wrong_length", f"{field}: expected 32 bytes, got {len(raw)}")
+        return raw
+    if kind == "address":
+        raw = value if isinstance(value, bytes) else parse_address(value, field)
+        if len(raw) != 20:
+            raise ProtocolError("wrong_length", f"{field}: expected 20 bytes, got {len(raw)}")
+        return b"\x00" * 12 + raw
+    if kind.startswith("uint"):
+        return parse_uint(value, int(kind[4:]), field).to_bytes(32, "big")
+    raise ProtocolError("unknown_type", f"{field}: unsupported type {kind}")
+
+
+def parse_message(name: str, message: Any) -> dict[str, Any]:
+    """Validates a JSON message of struct `name`: exactly its fields, each of its type. Bytes stay hex."""
+    if name not in TYPES:
+        raise ProtocolError("unknown_type", f"unknown struct type {name!r:.80}")
+    if not isinstance(message, dict):
+        raise ProtocolError("malformed_message", f"{name}: expected an object")
+    fields = TYPES[name]
+    missing = [n for n, _ in fields if n not in message]
+    extra = [k for k in message if k not in {n for n, _ in fields}]
+    if missing or extra:
+        raise ProtocolError("malformed_message", f"{name}: missing {missing}, unexpected {extra}")
+    out: dict[str, Any] = {}
+    for field, kind in fields:
+        value = message[field]
+        _encode_field(kind, value, f"{name}.{field}")
+        out[field] = value.lower() if isinstance(value, str) else value
+    return out
+
+
+# ----- EIP-712 ------------------------------------------------------------------------------------
+
+
+def domain(chain_id: int, verifying_contract: str) -> dict[str, Any]:
+    return {
+        "name": DOMAIN_NAME,
+        "version": DOMAIN_VERSION,
+        "chainId": chain_id,
+        "verifyingContract": verifying_contract,
+    }
+
+
+def domain_separator(chain_id: int, verifying_contract: bytes | str) -> bytes:
+    contract = verifying_contract if isinstance(verifying_contract, bytes) else parse_address(verifying_contract, "verifyingContract")
+    return keccak(
+        keccak(b"EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+        + keccak(DOMAIN_NAME.encode())
+        + keccak(DOMAIN_VERSION.encode())
+        + chain_id.to_bytes(32, "big")
+        + b"\x00" * 12
+        + contract
+    )
+
+
+def parse_domain(value: Any) -> tuple[int, bytes]:
+    """(chainId, verifyingContract) of a JSON domain that must name this protocol."""
+    if not isinstance(value, dict):
+        raise ProtocolError("malformed_domain", "domain: expected an object")
+    if value.get("name") != DOMAIN_NAME or value.get("version") != DOMAIN_VERSION:
+        raise ProtocolError("wrong_domain", f"domain: expected {DOMAIN_NAME} version {DOMAIN_VERSION}")
+    return parse_uint(value.get("chainId"), 256, "domain.chainId"), parse_address(
+        value.get("verifyingContract"), "domain.verifyingContract"
+    )
+
+
+def hash_struct(name: str, message: dict[str, Any]) -> bytes:
+    return keccak(
+        TYPE_HASHES[name] + b"".join(_encode_field(kind, message[f], f"{name}.{f}") for f, kind in TYPES[name])
+    )
+
+
+def typed_digest(separator: bytes, name: str, message: dict[str, Any]) -> bytes:
+    """The EIP-712 digest `keccak256("\\x19\\x01" ‖ domainSeparator ‖ hashStruct(message))`."""
+    return keccak(b"\x19\x01" + separator + hash_struct(name, message))
+
+
+def typed_data(chain_id: int, verifying_contract: str) -> dict[str, Any]:
+    """Domain and types in the shape `eth_signTypedData_v4` and ethers' `signTypedData` take."""
+    return {
+        "domain": domain(chain_id, verifying_contract),
+        "types": {
+            "EIP712Domain": [{"name": n, "type": t} for n, t in DOMAIN_TYPE],
+            **{name: [{"name": n, "type": t} for n, t in fields] for name, fields in TYPES.items()},
+        },
+    }
+
+
+def typed_message(name: str, chain_id: int, verifying_contract: str, message: dict[str, Any]) -> dict[str, Any]:
+    """One message as `eth_signTypedData_v4` takes it (only its own struct type, so the primary type is
+    unambiguous)."""
+    return {
+        "types": {
+            "EIP712Domain": [{"name": n, "type": t} for n, t in DOMAIN_TYPE],
+            name: [{"name": n, "type": t} for n, t in TYPES[name]],
+        },
+        "domain": domain(chain_id, verifying_contract),
+        "primaryType": name,
+        "message": message,
+    }
+
+
+class ServiceOrder(NamedTuple):
+    """A ServiceOrder with bytes values (PROTOCOL.md section 3)."""
+
+    orderId: bytes
+    district: int
+    volunteer: bytes
+    payer: bytes
+    recipient: bytes
+    serviceType: int
+    startTime: int
+    endTime: int
+    minutes: int
+    detailsHash: bytes
+
+    @classmethod
+    def from_json(cls, value: Any) -> "ServiceOrder":
+        if not isinstance(value, dict):
+            raise ProtocolError("malformed_order", "order: expected an object")
+        fields = TYPES["ServiceOrder"]
+        missing = [n for n, _ in fields if n not in value]
+        if missing:
+            raise ProtocolError("malformed_order", f"order: missing fields {missing}")
+        extra = [k for k in value if k not in cls._fields]
+        if extra:
+            raise ProtocolError("malformed_order", f"order: unexpected fields {extra[:5]}")
+        out = []
+        for field, kind in fields:
+            v = value[field]
+            if kind == "bytes32":
+                out.append(parse_bytes(v, 32, f"order.{field}"))
+            else:
+                out.append(parse_uint(v, int(kind[4:]), f"order.{field}"))
+        return cls(*out)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f: (to_hex(v) if isinstance(v, bytes) else v) for f, v in zip(self._fields, self)}
+
+    def struct_hash(self) -> bytes:
+        return keccak(
+            TYPE_HASHES["ServiceOrder"]
+            + self.orderId
+            + self.district.to_bytes(32, "big")
+            + self.volunteer
+            + self.payer
+            + self.recipient
+            + self.serviceType.to_bytes(32, "big")
+            + self.startTime.to_bytes(32, "big")
+            + self.endTime.to_bytes(32, "big")
+            + self.minutes.to_bytes(32, "big")
+            + self.detailsHash
+        )
+
+    def digest(self, separator: bytes) -> bytes:
+        return keccak(b"\x19\x01" + separator + self.struct_hash())
+
+    def as_tuple(self) -> tuple:
+        """The order as the contract's ABI tuple."""
+        return tuple(self)
+
+
+# ----- signatures ---------------------------------------------------------------------------------
+
+
+def recover(digest: bytes, signature: bytes) -> bytes:
+    """The 20-byte address that signed `digest`. Refuses malleable (high-s) and malformed signatures,
+    as OpenZeppelin's ECDSA does."""
+    if len(signature) != 65:
+        raise ProtocolError("bad_signature", f"signature: expected 65 bytes, got {len(signature)}")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    v = signature[64]
+    if v in (27, 28):
+        v -= 27
+    if v not in (0, 1):
+        raise ProtocolError("bad_signature", f"signature: v must be 27 or 28, got {signature[64]}")
+    if not (0 < r < _SECP256K1_N and 0 < s <= _SECP256K1_N // 2):
+        raise ProtocolError("bad_signature", "signature: r or s out of range (high-s signatures are refused)")
+    try:
+        public = coincurve.PublicKey.from_signature_and_message(signature[:64] + bytes([v]), digest, hasher=None)
+    except Exception:  # coincurve raises plain Exception for unrecoverable signatures
+        raise ProtocolError("bad_signature", "signature: no public key recovers from it") from None
+    return keccak(public.format(compressed=False)[1:])[12:]
+
+
+def sign(digest: bytes, private_key: bytes) -> bytes:
+    """65-byte `r ‖ s ‖ v` (v 27 or 28) signature of a digest; for tests and the admin tools."""
+    sig = coincurve.PrivateKey(private_key).sign_recoverable(digest, hasher=None)
+    return sig[:64] + bytes([sig[64] + 27])
+
+
+def address_of(private_key: bytes) -> bytes:
+    return keccak(coincurve.PrivateKey(private_key).public_key.format(compressed=False)[1:])[12:]
+
+
+# ----- details, accounts --------------------------------------------------------------------------
+
+
+def details_hash(details: Any) -> bytes:
+    """keccak256 of the RFC 8785 canonical JSON of the details object (PROTOCOL.md section 3)."""
+    try:
+        return keccak(rfc8785.dumps(details))
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise ProtocolError("malformed_details", f"details: cannot be canonicalised: {exc}") from None
+
+
+def account_id(card_number: str) -> bytes:
+    """keccak256(utf8(cardNumber)) (PROTOCOL.md section 1)."""
+    return keccak(card_number.encode("utf-8"))
+
+
+# ----- Merkle trees (OpenZeppelin StandardMerkleTree, PROTOCOL.md section 5) ----------------------
+
+
+def leaf(digest: bytes, station: bytes) -> bytes:
+    """keccak256(bytes.concat(keccak256(abi.encode(digest, station))))."""
+    return keccak(keccak(digest + b"\x00" * 12 + station))
+
+
+def hash_pair(a: bytes, b: bytes) -> bytes:
+    return keccak(a + b) if a < b else keccak(b + a)
+
+
+def fold(leaf_hash: bytes, proof: Iterable[bytes]) -> bytes:
+    """The root that `proof` leads to from `leaf_hash` (sorted pairs, as MerkleProof.processProof)."""
+    node = leaf_hash
+    for sibling in proof:
+        if len(sibling) != 32:
+            raise ProtocolError("wrong_length", f"proof element: expected 32 bytes, got {len(sibling)}")
+        node = hash_pair(node, sibling)
+    return node
+
+
+class MerkleTree:
+    """OpenZeppelin's StandardMerkleTree over precomputed leaf hashes: leaves sorted, the tree laid out
+    as a flat array whose last slots hold the leaves, node i = hash_pair(2i+1, 2i+2)."""
+
+    def __init__(self, leaves: Sequence[bytes]):
+        if not leaves:
+            raise ValueError("a Merkle tree needs at least one leaf")
+        n = len(leaves)
+        order = sorted(range(n), key=lambda i: leaves[i])
+        tree: list[bytes] = [b""] * (2 * n - 1)
+        self.tree_index = [0] * n  # input position -> index in `tree`
+        for rank, i in enumerate(order):
+            self.tree_index[i] = len(tree) - 1 - rank
+            tree[len(tree) - 1 - rank] = leaves[i]
+        for i in range(n - 2, -1, -1):
+            tree[i] = hash_pair(tree[2 * i + 1], tree[2 * i + 2])
+        self.tree = tree
+
+    @property
+    def root(self) -> bytes:
+        return self.tree[0]
+
+    def proof(self, position: int) -> list[bytes]:
+        """The proof of the leaf given at `position` of the constructor's sequence."""
+        index = self.tree_index[position]
+        path = []
+        while index > 0:
+            sibling = index + 1 if index % 2 == 1 else index - 1
+            path.append(self.tree[sibling])
+            index = (index - 1) // 2
+        return path

@@ -155,7 +155,8 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
     }
 
     /**
-     * @notice Ends a station's registration at this block; orders it signed before stay valid.
+     * @notice Ends a station's registration at this block; orders anchored before stay valid, orders
+     * anchored from this block on no longer verify (PROTOCOL.md section 7, step 4).
      * @dev Requirements: signed by the station district's administrator or the city's; station registered
      * and not removed. Emits {StationRemoved}.
      */

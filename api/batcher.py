@@ -1,0 +1,270 @@
+"""The batcher: groups accepted orders into batches, builds each batch's Merkle tree and per-account
+amounts, records the batch and its signed transaction together, then sends it.
+
+- A batch is simulated (against the pending state) before it is recorded. When the contract would refuse
+  it because the chain changed under it (an account frozen, a payer spent elsewhere), the orders that
+  cause the refusal are marked `rejected` with the reason and the batch is built again without them.
+- A batch whose transaction reverts anyway is marked `failed`; its orders go back to the queue.
+- After a crash, batches recorded but not yet seen on chain are checked with `batchIdOfRoot`: one that
+  landed is adopted (the follower marks it anchored from its event), one that did not is sent again with
+  the transaction recorded for it (same nonce), so nothing is anchored twice or lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import sessionmaker
+
+from . import db, protocol
+from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert, TxSender
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT = ("pending", "sent")
+
+
+def pack_deltas(orders: list[db.Order]) -> bytes:
+    """Per-account amounts of a batch, packed as `anchorBatch` takes them: 44 bytes per account,
+    `account ‖ earned ‖ received ‖ spent` (uint32 each), in the order accounts first appear."""
+    earned: dict[str, int] = defaultdict(int)
+    received: dict[str, int] = defaultdict(int)
+    spent: dict[str, int] = defaultdict(int)
+    accounts: dict[str, None] = {}
+    for o in orders:
+        accounts.setdefault(o.volunteer)
+        accounts.setdefault(o.payer)
+        if o.service_type == protocol.TRANSFER_SERVICE_TYPE:
+            received[o.volunteer] += o.minutes
+        else:
+            earned[o.volunteer] += o.minutes
+        spent[o.payer] += o.minutes
+    return b"".join(
+        bytes.fromhex(a[2:])
+        + earned[a].to_bytes(4, "big")
+        + received[a].to_bytes(4, "big")
+        + spent[a].to_bytes(4, "big")
+        for a in accounts
+    )
+
+
+def build(orders: list[db.Order]) -> tuple[protocol.MerkleTree, bytes]:
+    leaves = [protocol.leaf(bytes.fromhex(o.digest[2:]), bytes.fromhex(o.station[2:])) for o in orders]
+    return protocol.MerkleTree(leaves), pack_deltas(orders)
+
+
+def culprits(revert: ContractRevert, orders: list[db.Order]) -> list[tuple[db.Order, str]]:
+    """The orders that make the contract refuse the batch, with the reason each is rejected."""
+    account = revert.args_by_name.get("account")
+    if revert.name == "TimeBankInsufficientBalance":
+        available = int(revert.args_by_name["availableMinutes"])
+        paying = sorted((o for o in orders if o.payer == account), key=lambda o: o.seq)
+        total = sum(o.minutes for o in paying)
+        out = []
+        while paying and total > available:  # the newest orders go first
+            o = paying.pop()
+            total -= o.minutes
+            out.append((o, f"insufficient_balance: payer {account} could not cover the order when anchored"))
+        return out
+    if revert.name in ("TimeBankAccountNotActive", "TimeBankUnknownAccount"):
+        state = "frozen or cancelled" if revert.name == "TimeBankAccountNotActive" else "unknown"
+        return [
+            (o, f"account_not_active: account {account} was {state} on chain before the order was anchored")
+            for o in orders
+            if account in (o.volunteer, o.payer)
+        ]
+    return []
+
+
+class Batcher:
+    def __init__(self, chain: Chain, sender: TxSender, sessions: sessionmaker, settings: Settings):
+        self.chain = chain
+        self.sender = sender
+        self.sessions = sessions
+        self.settings = settings
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.max_in_flight = 4
+
+    # ----- loop -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="batcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def run(self) -> None:
+        recovered = False
+        while not self._stop.is_set():
+            try:
+                if not recovered:
+                    self.recover()
+                    recovered = True
+                self.settle()
+                self.send_lonely()
+                made = self.step()
+            except ChainUnavailable as exc:
+                log.warning("chain unavailable (%s); retrying", exc)
+                made = False
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("batcher step failed")
+                made = False
+                self._stop.wait(1.0)
+            if not made:
+                self.wake.wait(self.settings.poll_interval_seconds)
+                self.wake.clear()
+
+    # ----- steps ----------------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """After a restart: resend what was recorded and not mined (same transaction, same nonce)."""
+        self.sender.rebroadcast_pending()
+        self.send_lonely()
+
+    def send_lonely(self) -> None:
+        """Sends the batches recorded without a transaction (a crash between the two commits, or a
+        transaction the node refused), unless the chain already holds their root."""
+        with self.sessions() as session:
+            lonely = session.scalars(select(db.Batch).where(db.Batch.status == "pending", db.Batch.tx_id.is_(None))).all()
+        for batch in lonely:
+            if self.chain.batch_id_of_root(bytes.fromhex(batch.root[2:])) != 0:
+                continue  # it landed: the follower marks it anchored
+            self._send(batch.id)
+
+    def settle(self) -> None:
+        """Looks at the receipts of batches in flight: a reverted one is failed and its orders queued again."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(db.Batch.id, db.Transaction.tx_hash)
+                .join(db.Transaction, db.Batch.tx_id == db.Transaction.id)
+                .where(db.Batch.status == "sent")
+            ).all()
+        for batch_id, tx_hash in rows:
+            receipt = self.chain.receipt(tx_hash)
+            if receipt is None or receipt["status"] == 1:
+                continue  # not mined yet, or mined: the follower marks it anchored when confirmed
+            with self.sessions() as session, session.begin():
+                batch = session.get(db.Batch, batch_id)
+                if batch.status != "sent":
+                    continue
+                batch.status = "failed"
+                batch.error = f"transaction {tx_hash} reverted"
+                session.execute(
+                    update(db.Transaction).where(db.Transaction.tx_hash == tx_hash).values(status="reverted")
+                )
+                session.execute(
+                    update(db.Order)
+                    .where(db.Order.batch_id == batch_id, db.Order.status == "accepted")
+                    .values(batch_id=None, leaf_index=None)
+                )
+            log.warning("batch %s reverted on chain; its orders are batched again", batch_id)
+
+    def step(self) -> bool:
+        """Makes and sends one batch when one is due; returns whether it did."""
+        with self.sessions() as session:
+            in_flight = session.scalar(
+                select(db.Batch.id).where(db.Batch.status.in_(IN_FLIGHT)).offset(self.max_in_flight - 1).limit(1)
+            )
+            if in_flight is not None:
+                return False
+            orders = session.scalars(
+                select(db.Order)
+                .where(db.Order.status == "accepted", db.Order.batch_id.is_(None))
+                .order_by(db.Order.seq)
+                .limit(self.settings.batch_max_orders)
+            ).all()
+        if not orders:
+            return False
+        oldest = orders[0].accepted_at
+        if len(orders) < self.settings.batch_max_orders and time.time() - oldest < self.settings.batch_max_wait_seconds:
+            self.wake.wait(oldest + self.settings.batch_max_wait_seconds - time.time())
+            self.wake.clear()
+            return True
+        while orders:
+            tree, deltas = build(orders)
+            call = self.chain.contract.functions.anchorBatch(tree.root, len(orders), deltas)
+            try:
+                gas = self.chain.simulate(call, self.sender.account.address)
+            except ContractRevert as revert:
+                rejected = culprits(revert, orders)
+                if not rejected:
+                    log.error("batch refused by the contract: %s", revert)
+                    return False
+                self._reject(rejected)
+                ids = {o.seq for o, _ in rejected}
+                orders = [o for o in orders if o.seq not in ids]
+                continue
+            self._record_and_send(orders, tree, deltas, gas)
+            return True
+        return True
+
+    def _reject(self, rejected: list[tuple[db.Order, str]]) -> None:
+        with self.sessions() as session, session.begin():
+            for order, reason in rejected:
+                session.execute(
+                    update(db.Order)
+                    .where(db.Order.seq == order.seq, db.Order.status == "accepted")
+                    .values(status="rejected", reason=reason)
+                )
+        log.warning("rejected %d orders the chain no longer allows", len(rejected))
+
+    def _record_and_send(self, orders: list[db.Order], tree: protocol.MerkleTree, deltas: bytes, gas: int) -> None:
+        with self.sessions() as session:
+            with session.begin():
+                batch = db.Batch(
+                    root=protocol.to_hex(tree.root),
+                    count=len(orders),
+                    deltas=deltas.hex(),
+                    tree=json.dumps([node.hex() for node in tree.tree]),
+                    status="pending",
+                    created_at=time.time(),
+                )
+                session.add(batch)
+                session.flush()
+                for position, o in enumerate(orders):
+                    session.execute(
+                        update(db.Order)
+                        .where(db.Order.seq == o.seq)
+                        .values(batch_id=batch.id, leaf_index=tree.tree_index[position])
+                    )
+            batch_id = batch.id
+        self._send(batch_id, gas)
+
+    def _send(self, batch_id: int, gas: int | None = None) -> None:
+        """Signs and records the batch's transaction in the same commit that marks it sent, then
+        broadcasts it."""
+        with self.sessions() as session:
+            root, count, deltas = session.execute(
+                select(db.Batch.root, db.Batch.count, db.Batch.deltas).where(db.Batch.id == batch_id)
+            ).one()
+        call = self.chain.contract.functions.anchorBatch(bytes.fromhex(root[2:]), count, bytes.fromhex(deltas))
+        if gas is None:
+            gas = self.chain.simulate(call, self.sender.account.address)
+        # the sender's lock is taken before the database's (as the command relay does): no deadlock
+        with self.sessions() as session:
+            row = self.sender.record(session, call, f"batch:{batch_id}", int(gas * 1.2) + 20_000)
+            try:
+                session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=row.id, status="sent"))
+                session.commit()
+            except BaseException:
+                self.sender.abandoned()
+                raise
+        try:
+            self.sender.committed(row)
+        except BroadcastRefused as exc:
+            log.error("the node refused batch %s's transaction (%s); it is sent again later", batch_id, exc)
+            with self.sessions() as session, session.begin():
+                session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=None, status="pending"))

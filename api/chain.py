@@ -1,0 +1,318 @@
+"""The chain connector: the only module of the service that imports web3. It reads the contract's views
+and events, decodes its custom errors, and owns the relayer's transactions (`TxSender`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import requests
+from eth_abi import decode as abi_decode
+from eth_account import Account as EthAccount
+from eth_utils import keccak
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+from web3 import HTTPProvider, Web3
+from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
+
+from . import db
+
+log = logging.getLogger(__name__)
+
+ARTIFACT = Path(__file__).resolve().parent.parent / "build" / "TimeBank.json"
+
+# What an unreachable node raises through web3's HTTP provider.
+CONNECTION_ERRORS = (requests.exceptions.RequestException, ConnectionError, OSError, TimeoutError)
+
+
+class ChainUnavailable(Exception):
+    pass
+
+
+class BroadcastRefused(Exception):
+    """The node refused a signed transaction (funds, gas price): nothing will be mined for it."""
+
+
+class ContractRevert(Exception):
+    """A call the contract refused, with its custom error decoded (`name`, `args`)."""
+
+    def __init__(self, name: str, args: dict[str, Any], data: str):
+        super().__init__(f"{name}({', '.join(f'{k}={v}' for k, v in args.items())})")
+        self.name = name
+        self.args_by_name = args
+        self.data = data
+
+
+def load_abi() -> list[dict]:
+    if not ARTIFACT.exists():
+        from scripts.compile import load_artifact  # compiles on first use
+
+        return load_artifact()["abi"]
+    return json.loads(ARTIFACT.read_text())["abi"]
+
+
+def _hex(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    return value.lower() if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class ChainAccount:
+    district: int
+    kind: int
+    status: int
+    balance: int
+    earned: int
+
+
+class Chain:
+    def __init__(self, rpc_url: str, contract_address: str | None = None, timeout: float = 10.0):
+        self.w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        self.abi = load_abi()
+        self.address = Web3.to_checksum_address(contract_address) if contract_address else None
+        self.contract = self.w3.eth.contract(address=self.address, abi=self.abi) if self.address else None
+        self._errors: dict[bytes, tuple[str, list[str], list[str]]] = {}
+        for item in self.abi:
+            if item["type"] == "error":
+                types = [i["type"] for i in item["inputs"]]
+                signature = f"{item['name']}({','.join(types)})"
+                self._errors[keccak(text=signature)[:4]] = (item["name"], [i["name"] for i in item["inputs"]], types)
+        self._events = {}
+        for item in self.abi:
+            if item["type"] == "event":
+                types = ",".join(i["type"] for i in item["inputs"])
+                self._events["0x" + keccak(text=f"{item['name']}({types})").hex()] = item["name"]
+
+    def bind(self, contract_address: str) -> None:
+        self.address = Web3.to_checksum_address(contract_address)
+        self.contract = self.w3.eth.contract(address=self.address, abi=self.abi)
+
+    # ----- plumbing -------------------------------------------------------------------------------
+
+    def _rpc(self, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except CONNECTION_ERRORS as exc:
+            raise ChainUnavailable(str(exc)) from exc
+
+    def decode_error(self, data: str | bytes | None) -> ContractRevert | None:
+        raw = bytes.fromhex(data[2:]) if isinstance(data, str) and data.startswith("0x") else data
+        if not isinstance(raw, (bytes, bytearray)) or len(raw) < 4 or bytes(raw[:4]) not in self._errors:
+            return None
+        name, names, types = self._errors[bytes(raw[:4])]
+        values = abi_decode(types, bytes(raw[4:]))
+        return ContractRevert(name, {n: _hex(v) for n, v in zip(names, values)}, "0x" + bytes(raw).hex())
+
+    def _revert_of(self, exc: Exception) -> ContractRevert | None:
+        data = getattr(exc, "data", None)
+        if isinstance(data, dict):
+            data = data.get("data")
+        revert = self.decode_error(data)
+        if revert is None and exc.args and isinstance(exc.args[0], str):
+            revert = self.decode_error(exc.args[0])
+        return revert
+
+    def simulate(self, fn_call, sender: str) -> int:
+        """Estimates gas of a contract call against the pending state; raises `ContractRevert` with the
+        decoded custom error when the contract would refuse it."""
+        try:
+            return self._rpc(lambda: fn_call.estimate_gas({"from": sender}, block_identifier="pending"))
+        except (ContractCustomError, ContractLogicError, Web3RPCError) as exc:
+            revert = self._revert_of(exc)
+            if revert is None:
+                raise ContractRevert("Unknown", {"message": str(exc)[:300]}, "") from exc
+            raise revert from exc
+
+    # ----- reads ----------------------------------------------------------------------------------
+
+    @property
+    def chain_id(self) -> int:
+        return self._rpc(lambda: self.w3.eth.chain_id)
+
+    def block_number(self) -> int:
+        return self._rpc(lambda: self.w3.eth.block_number)
+
+    def block_hash(self, number: int) -> str | None:
+        block = self._rpc(lambda: self.w3.eth.get_block(number))
+        return _hex(block["hash"]) if block else None
+
+    def has_code(self) -> bool:
+        return len(self._rpc(lambda: self.w3.eth.get_code(self.address))) > 0
+
+    def city_admin(self) -> str:
+        return self._rpc(lambda: self.contract.functions.cityAdmin().call()).lower()
+
+    def get_account(self, account: bytes) -> ChainAccount:
+        return ChainAccount(*self._rpc(lambda: self.contract.functions.getAccount(account).call()))
+
+    def star_level(self, account: bytes) -> int:
+        return self._rpc(lambda: self.contract.functions.starLevel(account).call())
+
+    def batch_id_of_root(self, root: bytes) -> int:
+        return self._rpc(lambda: self.contract.functions.batchIdOfRoot(root).call())
+
+    def receipt(self, tx_hash: str) -> dict | None:
+        try:
+            return self._rpc(lambda: self.w3.eth.get_transaction_receipt(tx_hash))
+        except TransactionNotFound:
+            return None
+
+    def logs(self, from_block: int, to_block: int) -> list[dict]:
+        return self._rpc(
+            lambda: self.w3.eth.get_logs({"address": self.address, "fromBlock": from_block, "toBlock": to_block})
+        )
+
+    def event(self, log_entry: dict) -> tuple[str, dict] | None:
+        name = self._events.get(_hex(log_entry["topics"][0]))
+        if name is None:
+            return None
+        decoded = getattr(self.contract.events, name)().process_log(log_entry)
+        return name, {k: _hex(v) for k, v in decoded["args"].items()}
+
+    def call_input(self, tx_hash: str) -> tuple[str, dict]:
+        """The contract function and arguments of a transaction (the amounts of a batch live there)."""
+        tx = self._rpc(lambda: self.w3.eth.get_transaction(tx_hash))
+        fn, args = self.contract.decode_function_input(tx["input"])
+        return fn.fn_name, args
+
+
+class TxSender:
+    """The one sender of the relayer's transactions. It owns the nonce: every transaction is signed and
+    recorded in the database (in the caller's transaction, so the record and the reason for it commit
+    together) before it is broadcast; a restart re-broadcasts what the chain has not mined, with the same
+    nonce, so nothing is lost and nothing is sent twice."""
+
+    def __init__(self, chain: Chain, private_key: bytes, sessions: sessionmaker):
+        self.chain = chain
+        self.account = EthAccount.from_key(private_key)
+        self.address = self.account.address.lower()
+        self.sessions = sessions
+        self._lock = threading.Lock()
+        self._next_nonce: int | None = None
+
+    def _sync_nonce(self, session: Session) -> int:
+        chain_nonce = self.chain._rpc(
+            lambda: self.chain.w3.eth.get_transaction_count(self.account.address, "pending")
+        )
+        recorded = session.scalar(
+            select(func.max(db.Transaction.nonce)).where(
+                db.Transaction.sender == self.address, db.Transaction.status != "refused"
+            )
+        )
+        return max(chain_nonce, -1 if recorded is None else recorded + 1)
+
+    def record(self, session: Session, fn_call, purpose: str, gas: int) -> db.Transaction:
+        """Signs `fn_call` with the next nonce and adds its record to `session`; the caller commits, then
+        calls `broadcast`. Holds the nonce lock until `release` (called by broadcast or on rollback)."""
+        self._lock.acquire()
+        try:
+            if self._next_nonce is None:
+                self._next_nonce = self._sync_nonce(session)
+            gas_price = self.chain._rpc(lambda: self.chain.w3.eth.gas_price)
+            tx = fn_call.build_transaction(
+                {
+                    "from": self.account.address,
+                    "nonce": self._next_nonce,
+                    "gas": gas,
+                    "gasPrice": gas_price * 2,
+                    "chainId": self.chain.chain_id,
+                }
+            )
+            signed = self.account.sign_transaction(tx)
+            row = db.Transaction(
+                sender=self.address,
+                nonce=self._next_nonce,
+                tx_hash="0x" + bytes(signed.hash).hex(),
+                raw="0x" + bytes(signed.raw_transaction).hex(),
+                purpose=purpose,
+                status="sent",
+                created_at=time.time(),
+            )
+            session.add(row)
+            session.flush()
+            return row
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def committed(self, row: db.Transaction) -> None:
+        """The record is durable: broadcast it, then release the nonce lock. A transaction the node
+        refuses outright (not merely unreachable) is marked `refused` and its nonce used again, so no gap
+        is left; `BroadcastRefused` tells the caller."""
+        try:
+            refusal = self.broadcast(row)
+            if refusal is None:
+                self._next_nonce = row.nonce + 1
+                return
+            with self.sessions() as session, session.begin():
+                session.execute(update(db.Transaction).where(db.Transaction.id == row.id).values(status="refused"))
+            raise BroadcastRefused(refusal)
+        finally:
+            self._lock.release()
+
+    def abandoned(self) -> None:
+        """The caller rolled back: nothing was recorded, the nonce stays free."""
+        self._lock.release()
+
+    def broadcast(self, row: db.Transaction) -> str | None:
+        """Sends the recorded raw transaction; returns the node's refusal, or None when it has it (or is
+        unreachable: then it is re-broadcast later)."""
+        try:
+            self.chain.w3.eth.send_raw_transaction(row.raw)
+        except CONNECTION_ERRORS:
+            log.warning("chain unavailable; transaction %s stays recorded and is re-broadcast later", row.tx_hash)
+        except (ValueError, Web3RPCError) as exc:
+            message = str(exc).lower()
+            if "already" in message or "known" in message or "nonce too low" in message:
+                return None  # the node has it, or mined it
+            log.warning("broadcast of %s refused: %s", row.tx_hash, exc)
+            return str(exc)
+        return None
+
+    def send(self, fn_call, purpose: str, gas: int) -> db.Transaction:
+        with self.sessions() as session:
+            row = self.record(session, fn_call, purpose, gas)
+            try:
+                session.commit()
+            except BaseException:
+                self.abandoned()
+                raise
+        self.committed(row)
+        return row
+
+    def rebroadcast_pending(self) -> None:
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(db.Transaction).where(db.Transaction.sender == self.address, db.Transaction.status == "sent")
+            ).all()
+        for row in rows:
+            if self.chain.receipt(row.tx_hash) is None:
+                self.broadcast(row)
+
+    def wait(self, tx_hash: str, timeout: float, poll: float = 0.1) -> dict:
+        deadline = time.monotonic() + timeout
+        last_broadcast = time.monotonic()
+        while True:
+            receipt = self.chain.receipt(tx_hash)
+            if receipt is not None:
+                with self.sessions() as session, session.begin():
+                    row = session.scalar(select(db.Transaction).where(db.Transaction.tx_hash == tx_hash))
+                    if row is not None and row.status == "sent":
+                        row.status = "mined" if receipt["status"] == 1 else "reverted"
+                        row.block_number = receipt["blockNumber"]
+                return receipt
+            if time.monotonic() > deadline:
+                raise TimeoutError(tx_hash)
+            if time.monotonic() - last_broadcast > 5:
+                with self.sessions() as session:
+                    row = session.scalar(select(db.Transaction).where(db.Transaction.tx_hash == tx_hash))
+                if row is not None:
+                    self.broadcast(row)
+                last_broadcast = time.monotonic()
+            time.sleep(poll)

@@ -1,0 +1,203 @@
+"""The store: SQLAlchemy 2 tables, the engine (SQLite WAL with full synchronous commits, or PostgreSQL
+by URL) and migrations (Alembic, `api/migrations`). Bytes are kept as 0x-prefixed lower-case hex."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+HEX32 = String(66)
+HEX20 = String(42)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Order(Base):
+    """A signed service order, as received. `status`: accepted, anchored, revoked, rejected."""
+
+    __tablename__ = "orders"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    order_id: Mapped[str] = mapped_column(HEX32, unique=True)
+    district: Mapped[int] = mapped_column(BigInteger)
+    volunteer: Mapped[str] = mapped_column(HEX32)
+    payer: Mapped[str] = mapped_column(HEX32)
+    recipient: Mapped[str] = mapped_column(HEX32)
+    service_type: Mapped[int] = mapped_column(Integer)
+    start_time: Mapped[int] = mapped_column(BigInteger)
+    end_time: Mapped[int] = mapped_column(BigInteger)
+    minutes: Mapped[int] = mapped_column(BigInteger)
+    details_hash: Mapped[str] = mapped_column(HEX32)
+    details: Mapped[str] = mapped_column(Text)  # the details object as received (JSON)
+    signature: Mapped[str] = mapped_column(String(132))
+    digest: Mapped[str] = mapped_column(HEX32)
+    station: Mapped[str] = mapped_column(HEX20)
+    status: Mapped[str] = mapped_column(String(16), default="accepted")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    leaf_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    accepted_at: Mapped[float] = mapped_column(Float)
+    anchored_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (
+        Index("ix_orders_status_batch", "status", "batch_id", "seq"),
+        Index("ix_orders_volunteer_time", "volunteer", "start_time"),
+        Index("ix_orders_payer_status", "payer", "status"),
+        Index("ix_orders_batch", "batch_id"),
+    )
+
+
+class Batch(Base):
+    """A batch of orders: recorded (`pending`) before its transaction is sent; `anchored` once the chain
+    shows its root; `failed` when its transaction reverted (its orders go back to be batched again)."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    root: Mapped[str] = mapped_column(HEX32, unique=True)
+    count: Mapped[int] = mapped_column(Integer)
+    deltas: Mapped[str] = mapped_column(Text)  # the packed per-account amounts sent to anchorBatch (hex)
+    tree: Mapped[str] = mapped_column(Text)  # the tree's nodes as a JSON array of hex, leaves last
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    tx_id: Mapped[int | None] = mapped_column(ForeignKey("transactions.id"), nullable=True)
+    chain_batch_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(HEX32, nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    block_hash: Mapped[str | None] = mapped_column(HEX32, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    anchored_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_batches_status", "status"),)
+
+
+class Transaction(Base):
+    """Every transaction the relayer signed, recorded before it is broadcast, so that a restart
+    re-broadcasts exactly it (same nonce) and never signs another for the same purpose."""
+
+    __tablename__ = "transactions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sender: Mapped[str] = mapped_column(HEX20)
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(HEX32, unique=True)
+    raw: Mapped[str] = mapped_column(Text)
+    purpose: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="sent")  # sent, mined, reverted, refused
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    # not unique: a transaction the node refused keeps its record, and its nonce is used again
+    __table_args__ = (Index("ix_transactions_sender_nonce", "sender", "nonce"),)
+
+
+class Account(Base):
+    """The chain's accounts as the follower last saw them, plus off-chain profile data used by the checks."""
+
+    __tablename__ = "accounts"
+
+    account: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    district: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[int] = mapped_column(Integer)
+    status: Mapped[int] = mapped_column(Integer)
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    earned: Mapped[int] = mapped_column(BigInteger, default=0)
+    lat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    qualified: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Station(Base):
+    __tablename__ = "stations"
+
+    station: Mapped[str] = mapped_column(HEX20, primary_key=True)
+    district: Mapped[int] = mapped_column(BigInteger)
+    active_from: Mapped[int] = mapped_column(BigInteger)
+    active_until: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class District(Base):
+    __tablename__ = "districts"
+
+    district: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    admin: Mapped[str] = mapped_column(HEX20)
+
+
+class Auditor(Base):
+    __tablename__ = "auditors"
+
+    auditor: Mapped[str] = mapped_column(HEX20, primary_key=True)
+    district: Mapped[int] = mapped_column(BigInteger)
+
+
+class FollowerState(Base):
+    """Where the chain follower stands: the last block it applied, and that block's hash."""
+
+    __tablename__ = "follower_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contract: Mapped[str] = mapped_column(HEX20)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(HEX32)
+
+
+def make_engine(url: str, *, writer: bool = True) -> Engine:
+    """An engine for `url`. On SQLite, a writer engine begins its transactions with BEGIN IMMEDIATE
+    (the write lock is taken up front, so a read-then-write transaction never fails to upgrade); a reader
+    engine (`writer=False`) begins deferred and never blocks writers under WAL."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(connection):
+            connection.exec_driver_sql(begin)
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def migrate(url: str) -> None:
+    """Brings the schema to the newest Alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    config.set_main_option("sqlalchemy.url", url)
+    command.upgrade(config, "head")
+
+
+def session_factory(engine: Engine) -> sessionmaker:
+    return sessionmaker(engine, expire_on_commit=False)

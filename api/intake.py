@@ -1,0 +1,328 @@
+"""Order intake: every check of an incoming signed order, then its durable record.
+
+`prepare` does what needs no state (parsing, digest, signature, details, times) and runs on the request's
+own task. `Writer` is the single writer of orders: one thread takes what the requests queued, checks each
+against the store in one transaction (so an order sees the orders queued before it), commits the group
+once, and only then answers the requests: an accepted order is durable before its answer goes out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import db, protocol
+from .errors import ApiError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICE_TYPES = {1, 2, 3, 4, 5, 6, 7, 8, 9, protocol.TRANSFER_SERVICE_TYPE}
+PROFESSIONAL_SERVICE_TYPES = {9}
+VOLUNTEER_KINDS = {1, 3}
+CONFIRMATION_METHODS = {"voice", "card", "signature"}
+ACTIVE = 1
+
+
+@dataclass
+class Prepared:
+    """An order that passed the stateless checks."""
+
+    order: protocol.ServiceOrder
+    signature: bytes
+    details: Any
+    digest: bytes
+    station: bytes
+
+    def answer(self, status: str) -> dict:
+        return {
+            "orderId": protocol.to_hex(self.order.orderId),
+            "status": status,
+            "digest": protocol.to_hex(self.digest),
+            "station": protocol.to_hex(self.station),
+        }
+
+
+def _point(value: Any, field: str) -> tuple[float, float, int]:
+    if not isinstance(value, dict):
+        raise ApiError("malformed_details", f"details.{field}: expected an object with lat, lon, time")
+    lat, lon, at = value.get("lat"), value.get("lon"), value.get("time")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lat, lon))
+    if not numbers or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise ApiError("malformed_details", f"details.{field}: lat and lon must be numbers in range")
+    if isinstance(at, bool) or not isinstance(at, int) or at < 0:
+        raise ApiError("malformed_details", f"details.{field}.time: expected unix seconds")
+    return float(lat), float(lon), at
+
+
+def check_details(details: Any, service_type: int) -> tuple[tuple[float, float, int], tuple[float, float, int]] | None:
+    """The details object's shape (PROTOCOL.md section 3); returns check-in and check-out of a service."""
+    if not isinstance(details, dict):
+        raise ApiError("malformed_details", "details: expected an object")
+    if service_type == protocol.TRANSFER_SERVICE_TYPE:
+        return None  # a transfer delivers no service: no check-in, no check-out
+    check_in, check_out = _point(details.get("checkIn"), "checkIn"), _point(details.get("checkOut"), "checkOut")
+    confirmation = details.get("confirmation")
+    if not isinstance(confirmation, dict) or confirmation.get("method") not in CONFIRMATION_METHODS:
+        raise ApiError("malformed_details", "details.confirmation.method: expected voice, card or signature")
+    rating = details.get("rating")
+    if rating is not None:
+        if not isinstance(rating, dict) or any(
+            k not in ("byRecipient", "byVolunteer") or isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 5
+            for k, v in rating.items()
+        ):
+            raise ApiError("malformed_details", "details.rating: byRecipient and byVolunteer are 1 to 5")
+    trail = details.get("trail")
+    if trail is not None and (not isinstance(trail, list) or any(not isinstance(p, list) or len(p) != 3 for p in trail)):
+        raise ApiError("malformed_details", "details.trail: expected [[lat, lon, time], ...]")
+    notes = details.get("notes")
+    if notes is not None and not isinstance(notes, str):
+        raise ApiError("malformed_details", "details.notes: expected a string")
+    return check_in, check_out
+
+
+def prepare(body: Any, *, separator: bytes, settings: Settings, now: float | None = None) -> Prepared:
+    """The checks that need no stored state. Raises `ApiError`."""
+    if not isinstance(body, dict) or not {"order", "signature", "details"} <= body.keys():
+        raise ApiError("invalid_request", "expected an object with order, signature and details")
+    try:
+        order = protocol.ServiceOrder.from_json(body["order"])
+        signature = protocol.parse_bytes(body["signature"], 65, "signature")
+        digest = order.digest(separator)
+        station = protocol.recover(digest, signature)
+        if protocol.details_hash(body["details"]) != order.detailsHash:
+            raise ApiError("details_hash_mismatch")
+    except protocol.ProtocolError as exc:
+        raise ApiError(exc.code, exc.message) from None
+    if order.serviceType not in SERVICE_TYPES:
+        raise ApiError("unknown_service_type", f"service type {order.serviceType} is not in the protocol")
+    if order.endTime < order.startTime:
+        raise ApiError("invalid_time_range")
+    if order.minutes == 0:
+        raise ApiError("invalid_minutes", "minutes must be positive")
+    if order.serviceType != protocol.TRANSFER_SERVICE_TYPE and order.minutes > (order.endTime - order.startTime) // 60:
+        raise ApiError("invalid_minutes", f"{order.minutes} minutes is longer than the service lasted")
+    if order.minutes > settings.max_order_minutes:
+        raise ApiError("minutes_over_limit", f"{order.minutes} minutes is over the maximum of {settings.max_order_minutes}")
+    now = time.time() if now is None else now
+    if order.endTime > now + settings.clock_skew_seconds:
+        raise ApiError("end_time_in_future")
+    if order.endTime < now - settings.order_max_age_seconds:
+        raise ApiError("order_too_old", f"orders older than {settings.order_max_age_seconds} s are refused")
+    check_details(body["details"], order.serviceType)
+    return Prepared(order, signature, body["details"], digest, station)
+
+
+def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance (haversine), metres."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6_371_000 * math.asin(math.sqrt(h))
+
+
+def check_state(session: Session, p: Prepared, settings: Settings, current_block: int | None = None) -> None:
+    """The checks against the mirror of the chain and the stored orders. Raises `ApiError`."""
+    o = p.order
+    station = session.get(db.Station, protocol.to_hex(p.station))
+    if station is None:
+        raise ApiError("station_unknown", f"{protocol.checksum(p.station)} is not a registered station")
+    if station.active_until:
+        raise ApiError("station_removed", f"{protocol.checksum(p.station)} was removed at block {station.active_until}")
+    if station.district != o.district:
+        raise ApiError("station_wrong_district", f"the station belongs to district {station.district}, not {o.district}")
+    accounts = {}
+    for role, account_id in (("volunteer", o.volunteer), ("payer", o.payer), ("recipient", o.recipient)):
+        account = session.get(db.Account, protocol.to_hex(account_id))
+        if account is None or account.status == 0:
+            raise ApiError("unknown_account", f"{role} {protocol.to_hex(account_id)} is not registered")
+        if account.status != ACTIVE:
+            raise ApiError("account_not_active", f"{role} {protocol.to_hex(account_id)} is frozen or cancelled")
+        accounts[role] = account
+    if accounts["volunteer"].kind not in VOLUNTEER_KINDS and o.serviceType != protocol.TRANSFER_SERVICE_TYPE:
+        raise ApiError("volunteer_wrong_kind")
+    if o.payer == o.volunteer:
+        raise ApiError("payer_is_volunteer")
+    if o.serviceType in PROFESSIONAL_SERVICE_TYPES and not accounts["volunteer"].qualified:
+        raise ApiError("qualification_required")
+    recipient = accounts["recipient"]
+    if o.serviceType != protocol.TRANSFER_SERVICE_TYPE and recipient.lat is not None and recipient.lon is not None:
+        for point in ("checkIn", "checkOut"):
+            lat, lon = p.details[point]["lat"], p.details[point]["lon"]
+            far = distance_m(lat, lon, recipient.lat, recipient.lon)
+            if far > settings.max_checkin_distance_m:
+                raise ApiError("location_mismatch", f"{point} is {far:.0f} m from the recipient's registered address")
+    if o.serviceType != protocol.TRANSFER_SERVICE_TYPE:
+        overlap = session.scalar(
+            select(db.Order.order_id)
+            .where(
+                db.Order.volunteer == protocol.to_hex(o.volunteer),
+                db.Order.start_time < o.endTime,
+                db.Order.end_time > o.startTime,
+                db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
+                db.Order.status.in_(("accepted", "anchored")),
+            )
+            .limit(1)
+        )
+        if overlap is not None:
+            raise ApiError("volunteer_overlap", f"order {overlap} of the same volunteer overlaps this one")
+    promised = session.scalar(
+        select(func.coalesce(func.sum(db.Order.minutes), 0)).where(
+            db.Order.payer == protocol.to_hex(o.payer), db.Order.status == "accepted"
+        )
+    )
+    available = accounts["payer"].balance - promised
+    if available < o.minutes:
+        raise ApiError("insufficient_balance", f"the payer has {available} minutes available, the order needs {o.minutes}")
+
+
+def to_row(p: Prepared) -> db.Order:
+    o = p.order
+    return db.Order(
+        order_id=protocol.to_hex(o.orderId),
+        district=o.district,
+        volunteer=protocol.to_hex(o.volunteer),
+        payer=protocol.to_hex(o.payer),
+        recipient=protocol.to_hex(o.recipient),
+        service_type=o.serviceType,
+        start_time=o.startTime,
+        end_time=o.endTime,
+        minutes=o.minutes,
+        details_hash=protocol.to_hex(o.detailsHash),
+        details=json.dumps(p.details, ensure_ascii=False, separators=(",", ":")),
+        signature=protocol.to_hex(p.signature),
+        digest=protocol.to_hex(p.digest),
+        station=protocol.to_hex(p.station),
+        status="accepted",
+        accepted_at=time.time(),
+    )
+
+
+@dataclass
+class Outcome:
+    http_status: int
+    body: dict
+
+
+def _store_one(session: Session, item: Prepared | ApiError, settings: Settings) -> Outcome:
+    if isinstance(item, ApiError):
+        return Outcome(item.status, item.body())
+    existing = session.scalar(select(db.Order).where(db.Order.order_id == protocol.to_hex(item.order.orderId)))
+    if existing is not None:
+        if existing.digest == protocol.to_hex(item.digest):
+            return Outcome(200, item.answer(existing.status))
+        error = ApiError("order_id_conflict", f"order {existing.order_id} exists with other content")
+        return Outcome(error.status, error.body())
+    savepoint = session.begin_nested()
+    try:
+        check_state(session, item, settings)
+        session.add(to_row(item))
+        session.flush()
+    except ApiError as error:
+        savepoint.rollback()
+        return Outcome(error.status, error.body())
+    except IntegrityError:  # the same orderId twice in one group
+        savepoint.rollback()
+        return _store_one(session, item, settings)
+    savepoint.commit()
+    return Outcome(201, item.answer("accepted"))
+
+
+class Writer:
+    """The single writer of orders (see the module's docstring)."""
+
+    def __init__(self, sessions: sessionmaker, settings: Settings, max_group: int = 2000):
+        self.sessions = sessions
+        self.settings = settings
+        self.max_group = max_group
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="order-writer", daemon=True)
+        self._stopping = False
+        self.on_commit = None  # called with the number of orders accepted by each commit
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    async def submit(self, items: list[Prepared | ApiError]) -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((items, loop, future))
+        return await future
+
+    def submit_sync(self, items: list[Prepared | ApiError]) -> list[Outcome]:
+        done = threading.Event()
+        box: list = []
+        self._queue.put((items, None, (box, done)))
+        done.wait()
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def _run(self) -> None:
+        while not self._stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            group = [first]
+            size = len(first[0])
+            while size < self.max_group:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._stopping = True
+                    break
+                group.append(nxt)
+                size += len(nxt[0])
+            self._write(group)
+
+    def _write(self, group: list) -> None:
+        results: list[list[Outcome]] | BaseException
+        try:
+            with self.sessions() as session:
+                with session.begin():
+                    results = [[_store_one(session, item, self.settings) for item in items] for items, _, _ in group]
+        except BaseException as exc:  # the database failed: every request of the group gets the error
+            log.exception("order write failed")
+            results = exc
+        if self.on_commit is not None and not isinstance(results, BaseException):
+            accepted = sum(1 for r in results for o in r if o.http_status == 201)
+            if accepted:
+                self.on_commit(accepted)
+        for index, (_items, loop, future) in enumerate(group):
+            value = results if isinstance(results, BaseException) else results[index]
+            if loop is None:
+                box, done = future
+                box.append(value)
+                done.set()
+            elif isinstance(value, BaseException):
+                loop.call_soon_threadsafe(_set_exception, future, value)
+            else:
+                loop.call_soon_threadsafe(_set_result, future, value)
+
+
+def _set_result(future: asyncio.Future, value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)

@@ -1,0 +1,79 @@
+"""The service's configuration: one pydantic-settings class, read from `TIMEBANK_*` environment variables
+(or a `.env` file). Secrets have no default outside the embedded development chain."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Anvil's second well-known development key: the relayer of the embedded default chain (chain id 31337).
+DEV_CHAIN_ID = 31337
+DEV_RELAYER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIMEBANK_", env_file=".env", extra="ignore")
+
+    rpc_url: str = "http://127.0.0.1:8545"
+    database_url: str = f"sqlite:///{ROOT / 'data' / 'timebank.sqlite3'}"
+    # The contract: an address, or else the deployment record node/deployments/<chainId>.json.
+    contract_address: str | None = None
+    deployments_dir: Path = ROOT / "node" / "deployments"
+    # The relayer's key: from the environment or an encrypted keystore; Anvil's on the embedded chain.
+    relayer_key: str | None = None
+    relayer_keystore: Path | None = None
+    relayer_keystore_password: str | None = None
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Anchoring
+    batch_max_orders: int = Field(256, ge=1, le=1024)
+    batch_max_wait_seconds: float = Field(1.0, gt=0)
+    confirmations: int = Field(1, ge=1)
+    poll_interval_seconds: float = Field(0.2, gt=0)
+    tx_timeout_seconds: float = Field(60.0, gt=0)
+
+    # Order checks
+    max_order_minutes: int = Field(720, ge=1)
+    order_max_age_seconds: int = Field(30 * 24 * 3600, ge=60)
+    clock_skew_seconds: int = Field(300, ge=0)
+    max_checkin_distance_m: float = Field(500.0, gt=0)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    bulk_max_items: int = Field(1000, ge=1, le=1000)
+
+    def relayer_private_key(self, chain_id: int) -> bytes:
+        if self.relayer_key:
+            return bytes.fromhex(self.relayer_key.removeprefix("0x"))
+        if self.relayer_keystore:
+            from eth_account import Account
+
+            if self.relayer_keystore_password is None:
+                raise RuntimeError("TIMEBANK_RELAYER_KEYSTORE_PASSWORD is required with a keystore")
+            keystore = json.loads(self.relayer_keystore.read_text())
+            return bytes(Account.decrypt(keystore, self.relayer_keystore_password))
+        if chain_id == DEV_CHAIN_ID:
+            return bytes.fromhex(DEV_RELAYER_KEY[2:])
+        raise RuntimeError(
+            f"chain {chain_id} is not the embedded development chain: set TIMEBANK_RELAYER_KEY or "
+            "TIMEBANK_RELAYER_KEYSTORE (+ TIMEBANK_RELAYER_KEYSTORE_PASSWORD)"
+        )
+
+    def resolve_contract(self, chain_id: int) -> str:
+        if self.contract_address:
+            return self.contract_address
+        record = self.deployments_dir / f"{chain_id}.json"
+        if not record.exists():
+            raise RuntimeError(f"no contract address: set TIMEBANK_CONTRACT_ADDRESS or deploy ({record} missing)")
+        return json.loads(record.read_text())["address"]
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,515 @@
+"""timebank-verify: an auditor's check of one proof bundle (PROTOCOL.md section 7), trusting nothing but
+its own Ethereum JSON-RPC endpoint.
+
+    timebank-verify BUNDLE.json --rpc-url http://127.0.0.1:8545 [--contract 0x...] [--json] [--timeout S]
+    curl -s .../v1/orders/0x.../proof | timebank-verify - --rpc-url URL
+
+It uses the protocol module (`api.protocol`: EIP-712 digest, signature recovery, Merkle leaf and fold)
+and nothing else of the service: no server, database or configuration. The chain is read through a tiny
+JSON-RPC client (five methods) with calldata encoded by eth_abi.
+
+Steps, each recomputing a value and then comparing it (a failure says what it got and what it wanted):
+
+  0. the bundle is well formed (format, fields, hex lengths); the RPC's chain id is `domain.chainId` and
+     there is code at `domain.verifyingContract` (which must be `--contract` when given: pin the city's
+     published TimeBank address, or a bundle may point at a look-alike contract with its own stations);
+  1. the EIP-712 digest recomputed from `domain` and `order` is `digest`; `signature` recovers `station`;
+  2. the leaf recomputed from that digest and `station` is `leaf`; `proof` folds it to `batch.root`;
+  3. `getBatch(batch.id)` returns `batch.root`, `batch.count` and `batch.blockNumber`; the receipt of
+     `batch.txHash` succeeded in block `batch.blockNumber` / `batch.blockHash` and holds the contract's
+     `BatchAnchored(batch.id, batch.root, batch.count)` log; the chain's block `batch.blockNumber` is
+     still `batch.blockHash`;
+  4. `getStation(station)` shows the station registered for `order.district` and active at
+     `batch.blockNumber` (activeFrom <= block, and until = 0 or block < until);
+  5. `isRevoked(order.orderId)` is false.
+
+A failure at step 0 stops there (nothing else means anything); otherwise every step runs, so the report
+shows everything that is wrong, and the exit status names the first failed step:
+
+  0 verified; 1..5 the first failed step; 6 malformed bundle or unusable RPC (step 0, or the RPC failing
+  midway); 64 bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_hash.auto import keccak
+
+from api import protocol
+from api.protocol import ProtocolError
+
+EXIT_MALFORMED = 6
+EXIT_USAGE = 64
+
+BATCH_ANCHORED_TOPIC = keccak(b"BatchAnchored(uint64,bytes32,uint32)")
+ORDER_REVOKED_TOPIC = keccak(b"OrderRevoked(bytes32,uint64,uint16)")
+
+STEP_NAMES = {
+    0: "bundle and RPC",
+    1: "signature",
+    2: "Merkle inclusion",
+    3: "anchored on chain",
+    4: "station registered",
+    5: "not revoked",
+}
+
+
+# ----- results ------------------------------------------------------------------------------------
+
+
+class Check(NamedTuple):
+    """One comparison. `got` is what was recomputed or read from the chain, `want` what the bundle says."""
+
+    step: int
+    name: str
+    ok: bool
+    got: str | None = None
+    want: str | None = None
+    message: str = ""
+
+    def line(self, marks: tuple[str, str] = ("✓", "✗")) -> str:
+        mark = marks[0] if self.ok else marks[1]
+        if self.message:
+            detail = self.message
+        elif self.ok:
+            detail = f"{self.got}" if self.got == self.want else f"got {self.got}, want {self.want}"
+        else:
+            detail = f"got {self.got}, want {self.want}"
+        return f"{mark} [{self.step}] {self.name}: {detail}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "name": self.name,
+            "ok": self.ok,
+            "got": self.got,
+            "want": self.want,
+            "message": self.message,
+        }
+
+
+class Result(NamedTuple):
+    ok: bool
+    failed_step: int | None
+    checks: list[Check]
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed_step is None:
+            return 0
+        return EXIT_MALFORMED if self.failed_step == 0 else self.failed_step
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "failedStep": self.failed_step, "checks": [c.to_json() for c in self.checks]}
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.checks: list[Check] = []
+
+    def compare(self, step: int, name: str, got: Any, want: Any) -> bool:
+        ok = got == want
+        self.checks.append(Check(step, name, ok, _show(got), _show(want)))
+        return ok
+
+    def fail(self, step: int, name: str, message: str, got: Any = None, want: Any = None) -> None:
+        self.checks.append(Check(step, name, False, _show(got), _show(want), message))
+
+    def passed(self, step: int, name: str, message: str, got: Any = None, want: Any = None) -> None:
+        self.checks.append(Check(step, name, True, _show(got), _show(want), message))
+
+    def result(self) -> Result:
+        failed = [c.step for c in self.checks if not c.ok]
+        return Result(not failed, failed[0] if failed else None, self.checks)
+
+
+def _show(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return protocol.checksum(value) if len(value) == 20 else protocol.to_hex(value)
+    return str(value)
+
+
+# ----- JSON-RPC -----------------------------------------------------------------------------------
+
+
+class RpcUnavailable(Exception):
+    """The endpoint could not be reached or did not answer JSON-RPC."""
+
+
+class RpcError(Exception):
+    """The endpoint answered with a JSON-RPC error object."""
+
+
+class Rpc:
+    """The few JSON-RPC calls the verifier needs."""
+
+    def __init__(self, url: str, timeout: float = 10.0):
+        self.url = url
+        self.timeout = timeout
+        self._id = 0
+
+    def call(self, method: str, *params: Any) -> Any:
+        self._id += 1
+        body = json.dumps({"jsonrpc": "2.0", "id": self._id, "method": method, "params": list(params)}).encode()
+        request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                reply = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise RpcUnavailable(f"{method} at {self.url}: {exc}") from None
+        if not isinstance(reply, dict):
+            raise RpcUnavailable(f"{method} at {self.url}: not a JSON-RPC response")
+        if reply.get("error") is not None:
+            error = reply["error"]
+            message = error.get("message") if isinstance(error, dict) else error
+            raise RpcError(f"{method}: {message}")
+        if "result" not in reply:
+            raise RpcUnavailable(f"{method} at {self.url}: no result in response")
+        return reply["result"]
+
+    def eth_call(self, to: bytes, signature: str, arg_types: Sequence[str], args: Sequence[Any],
+                 out_types: Sequence[str]) -> tuple:
+        """Calls view `signature` (e.g. "getBatch(uint64)") at the latest block and decodes its outputs."""
+        data = keccak(signature.encode())[:4] + abi_encode(list(arg_types), list(args))
+        raw = self.call("eth_call", {"to": protocol.to_hex(to), "data": protocol.to_hex(data)}, "latest")
+        try:
+            return abi_decode(list(out_types), _hex_bytes(raw))
+        except Exception as exc:  # eth_abi raises several decoding errors
+            raise RpcError(f"{signature}: cannot decode {str(raw)[:80]!r} as {list(out_types)}: {exc}") from None
+
+
+def _hex_bytes(value: Any) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise RpcError(f"expected hex from the RPC, got {value!r:.80}")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError:
+        raise RpcError(f"expected hex from the RPC, got {value!r:.80}") from None
+
+
+def _hex_int(value: Any) -> int:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise RpcError(f"expected a hex quantity from the RPC, got {value!r:.80}")
+    return int(value, 16)
+
+
+# ----- the bundle ---------------------------------------------------------------------------------
+
+
+class Batch(NamedTuple):
+    id: int
+    root: bytes
+    count: int
+    tx_hash: bytes
+    block_number: int
+    block_hash: bytes
+
+
+class Bundle(NamedTuple):
+    chain_id: int
+    contract: bytes
+    order: protocol.ServiceOrder
+    signature: bytes
+    digest: bytes
+    station: bytes
+    leaf: bytes
+    proof: list[bytes]
+    batch: Batch
+
+
+def parse_bundle(value: Any) -> Bundle:
+    """Validates every field of a proof bundle (lengths before any hashing). Unknown extra top-level fields
+    are allowed (the service may add fields); the order must be exactly a ServiceOrder."""
+    if not isinstance(value, dict):
+        raise ProtocolError("malformed_bundle", f"bundle: expected a JSON object, got {type(value).__name__}")
+    fields = ("format", "domain", "order", "signature", "digest", "station", "leaf", "proof", "batch")
+    missing = [f for f in fields if f not in value]
+    if missing:
+        raise ProtocolError("malformed_bundle", f"bundle: missing fields {missing}")
+    if value["format"] != protocol.PROOF_FORMAT:
+        raise ProtocolError("malformed_bundle", f"format: got {value['format']!r:.80}, want {protocol.PROOF_FORMAT!r}")
+    chain_id, contract = protocol.parse_domain(value["domain"])
+    order = protocol.ServiceOrder.from_json(value["order"])
+    proof = value["proof"]
+    if not isinstance(proof, list):
+        raise ProtocolError("malformed_bundle", "proof: expected a list of 0x-hex strings")
+    batch = value["batch"]
+    if not isinstance(batch, dict):
+        raise ProtocolError("malformed_bundle", "batch: expected an object")
+    batch_missing = [f for f in ("id", "root", "count", "txHash", "blockNumber", "blockHash") if f not in batch]
+    if batch_missing:
+        raise ProtocolError("malformed_bundle", f"batch: missing fields {batch_missing}")
+    return Bundle(
+        chain_id=chain_id,
+        contract=contract,
+        order=order,
+        signature=protocol.parse_bytes(value["signature"], 65, "signature"),
+        digest=protocol.parse_bytes(value["digest"], 32, "digest"),
+        station=protocol.parse_address(value["station"], "station"),
+        leaf=protocol.parse_bytes(value["leaf"], 32, "leaf"),
+        proof=[protocol.parse_bytes(p, 32, f"proof[{i}]") for i, p in enumerate(proof)],
+        batch=Batch(
+            id=protocol.parse_uint(batch["id"], 64, "batch.id"),
+            root=protocol.parse_bytes(batch["root"], 32, "batch.root"),
+            count=protocol.parse_uint(batch["count"], 32, "batch.count"),
+            tx_hash=protocol.parse_bytes(batch["txHash"], 32, "batch.txHash"),
+            block_number=protocol.parse_uint(batch["blockNumber"], 64, "batch.blockNumber"),
+            block_hash=protocol.parse_bytes(batch["blockHash"], 32, "batch.blockHash"),
+        ),
+    )
+
+
+# ----- the steps ----------------------------------------------------------------------------------
+
+
+def _step0_rpc(report: _Report, rpc: Rpc, b: Bundle, contract: bytes | None) -> bool:
+    if contract is not None and not report.compare(0, "domain.verifyingContract equals --contract", b.contract,
+                                                   contract):
+        return False
+    try:
+        chain_id = _hex_int(rpc.call("eth_chainId"))
+    except RpcError as exc:
+        report.fail(0, "eth_chainId", str(exc))
+        return False
+    if not report.compare(0, "RPC chain id equals domain.chainId", chain_id, b.chain_id):
+        return False
+    code = _hex_bytes(rpc.call("eth_getCode", protocol.to_hex(b.contract), "latest"))
+    if not code:
+        report.fail(0, "contract code", f"no code at domain.verifyingContract {_show(b.contract)}")
+        return False
+    report.passed(0, "contract code", f"{len(code)} bytes of code at {_show(b.contract)}")
+    return True
+
+
+def _step1_signature(report: _Report, b: Bundle) -> bytes:
+    digest = b.order.digest(protocol.domain_separator(b.chain_id, b.contract))
+    report.compare(1, "digest recomputed from domain and order equals bundle.digest", digest, b.digest)
+    try:
+        signer = protocol.recover(digest, b.signature)
+    except ProtocolError as exc:
+        report.fail(1, "signer of the recomputed digest equals bundle.station", exc.message, want=b.station)
+    else:
+        report.compare(1, "signer of the recomputed digest equals bundle.station", signer, b.station)
+    return digest
+
+
+def _step2_inclusion(report: _Report, b: Bundle, digest: bytes) -> None:
+    leaf = protocol.leaf(digest, b.station)
+    report.compare(2, "leaf recomputed from digest and station equals bundle.leaf", leaf, b.leaf)
+    root = protocol.fold(leaf, b.proof)
+    report.compare(2, f"proof ({len(b.proof)} nodes) folds the leaf to batch.root", root, b.batch.root)
+
+
+def _step3_anchor(report: _Report, rpc: Rpc, b: Bundle) -> None:
+    batch = b.batch
+    try:
+        root, count, at_block = rpc.eth_call(b.contract, "getBatch(uint64)", ["uint64"], [batch.id],
+                                             ["bytes32", "uint32", "uint64"])
+    except RpcError as exc:
+        report.fail(3, f"getBatch({batch.id})", str(exc))
+    else:
+        if root == b"\x00" * 32:
+            report.fail(3, f"getBatch({batch.id}).root equals batch.root",
+                        f"no batch {batch.id} on chain", got=root, want=batch.root)
+        else:
+            report.compare(3, f"getBatch({batch.id}).root equals batch.root", root, batch.root)
+            report.compare(3, f"getBatch({batch.id}).count equals batch.count", count, batch.count)
+            report.compare(3, f"getBatch({batch.id}).anchoredAtBlock equals batch.blockNumber", at_block,
+                           batch.block_number)
+
+    receipt = rpc.call("eth_getTransactionReceipt", protocol.to_hex(batch.tx_hash))
+    if not isinstance(receipt, dict):
+        report.fail(3, "receipt of batch.txHash", f"no receipt for {_show(batch.tx_hash)} on this chain")
+    else:
+        report.compare(3, "receipt status", _hex_int(receipt.get("status")), 1)
+        report.compare(3, "receipt blockNumber equals batch.blockNumber", _hex_int(receipt.get("blockNumber")),
+                       batch.block_number)
+        report.compare(3, "receipt blockHash equals batch.blockHash", _hex_bytes(receipt.get("blockHash")),
+                       batch.block_hash)
+        want = f"BatchAnchored({batch.id}, {_show(batch.root)}, {batch.count}) from {_show(b.contract)}"
+        logs = [_batch_anchored(log, b.contract) for log in receipt.get("logs") or []]
+        found = [f"BatchAnchored({i}, {_show(r)}, {c})" for i, r, c in filter(None, logs)]
+        if (batch.id, batch.root, batch.count) in logs:
+            report.passed(3, "BatchAnchored log in batch.txHash", want, got=want, want=want)
+        else:
+            report.fail(3, "BatchAnchored log in batch.txHash",
+                        f"got {found or 'no BatchAnchored log from the contract'}, want {want}",
+                        got="; ".join(found) or None, want=want)
+
+    block = rpc.call("eth_getBlockByNumber", hex(batch.block_number), False)
+    if not isinstance(block, dict):
+        report.fail(3, "block batch.blockNumber is canonical", f"no block {batch.block_number} on this chain",
+                    want=batch.block_hash)
+    else:
+        report.compare(3, f"hash of canonical block {batch.block_number} equals batch.blockHash",
+                       _hex_bytes(block.get("hash")), batch.block_hash)
+
+
+def _batch_anchored(log: Any, contract: bytes) -> tuple[int, bytes, int] | None:
+    """(batchId, root, count) of a BatchAnchored log emitted by `contract`, else None."""
+    try:
+        if _hex_bytes(log["address"]) != contract:
+            return None
+        topics = [_hex_bytes(t) for t in log["topics"]]
+        if len(topics) != 2 or topics[0] != BATCH_ANCHORED_TOPIC:
+            return None
+        (batch_id,) = abi_decode(["uint64"], topics[1])
+        root, count = abi_decode(["bytes32", "uint32"], _hex_bytes(log["data"]))
+        return batch_id, root, count
+    except Exception:  # a log that is not ours, or not well formed
+        return None
+
+
+def _step4_station(report: _Report, rpc: Rpc, b: Bundle) -> None:
+    block = b.batch.block_number
+    try:
+        district, active_from, active_until = rpc.eth_call(b.contract, "getStation(address)", ["address"],
+                                                           [protocol.checksum(b.station)],
+                                                           ["uint32", "uint64", "uint64"])
+    except RpcError as exc:
+        report.fail(4, "getStation", str(exc))
+        return
+    if district == 0:
+        report.fail(4, "station registered for order.district",
+                    f"{_show(b.station)} was never registered", got=0, want=b.order.district)
+        return
+    report.compare(4, "getStation(station).district equals order.district", district, b.order.district)
+    window = f"[{active_from}, {active_until or '∞'})"
+    if active_from <= block and (active_until == 0 or block < active_until):
+        report.passed(4, "station active at batch.blockNumber", f"block {block} in {window}",
+                      got=block, want=window)
+    else:
+        report.fail(4, "station active at batch.blockNumber",
+                    f"got block {block}, want a block in the station's active window {window}", got=block, want=window)
+
+
+def _step5_revocation(report: _Report, rpc: Rpc, b: Bundle) -> None:
+    order_id = b.order.orderId
+    try:
+        (revoked,) = rpc.eth_call(b.contract, "isRevoked(bytes32)", ["bytes32"], [order_id], ["bool"])
+    except RpcError as exc:
+        report.fail(5, "isRevoked", str(exc))
+        return
+    if not revoked:
+        report.passed(5, "order not revoked", f"isRevoked({_show(order_id)}) is false", got=False, want=False)
+        return
+    report.fail(5, "order not revoked", f"order {_show(order_id)} was revoked{_revocation(rpc, b)}",
+                got=True, want=False)
+
+
+def _revocation(rpc: Rpc, b: Bundle) -> str:
+    """Where and why the order was revoked, from its OrderRevoked log (best effort)."""
+    try:
+        logs = rpc.call("eth_getLogs", {
+            "address": protocol.to_hex(b.contract),
+            "fromBlock": hex(b.batch.block_number),
+            "toBlock": "latest",
+            "topics": [protocol.to_hex(ORDER_REVOKED_TOPIC), protocol.to_hex(b.order.orderId)],
+        })
+        log = logs[-1]
+        (batch_id,) = abi_decode(["uint64"], _hex_bytes(log["topics"][2]))
+        (reason,) = abi_decode(["uint16"], _hex_bytes(log["data"]))
+        return f" in block {_hex_int(log['blockNumber'])} (batch {batch_id}, reason {reason})"
+    except Exception:  # the flag is what counts; the log only adds detail
+        return ""
+
+
+# ----- entry points -------------------------------------------------------------------------------
+
+
+def verify_bundle(bundle: Any, rpc_url: str, *, contract: str | None = None, timeout: float = 10.0) -> Result:
+    """Runs PROTOCOL.md section 7's checks on a decoded bundle against the chain behind `rpc_url`;
+    `contract`, when given, is the TimeBank address the auditor trusts (else the bundle's is taken)."""
+    report = _Report()
+    try:
+        pinned = None if contract is None else protocol.parse_address(contract, "--contract")
+    except ProtocolError as exc:
+        report.fail(0, "--contract", exc.message)
+        return report.result()
+    try:
+        b = parse_bundle(bundle)
+    except ProtocolError as exc:
+        report.fail(0, "bundle well formed", exc.message)
+        return report.result()
+    report.passed(0, "bundle well formed", f"{protocol.PROOF_FORMAT}, order {_show(b.order.orderId)}, "
+                  f"batch {b.batch.id}")
+    rpc = Rpc(rpc_url, timeout)
+    try:
+        if not _step0_rpc(report, rpc, b, pinned):
+            return report.result()
+        digest = _step1_signature(report, b)
+        _step2_inclusion(report, b, digest)
+        _step3_anchor(report, rpc, b)
+        _step4_station(report, rpc, b)
+        _step5_revocation(report, rpc, b)
+    except (RpcUnavailable, RpcError) as exc:
+        report.fail(0, "RPC", str(exc))
+    return report.result()
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2, which would read as "step 2 failed"
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _ArgumentParser(
+        prog="timebank-verify",
+        description="Verify a time-bank proof bundle (timebank-proof/1) against your own Ethereum RPC.",
+        epilog="Exit status: 0 verified; 1-5 the first failed step; 6 malformed bundle or unusable RPC; "
+        "64 bad command line.",
+    )
+    parser.add_argument("bundle", help="proof bundle JSON file, or - for stdin")
+    parser.add_argument("--rpc-url", required=True, help="Ethereum JSON-RPC endpoint you trust")
+    parser.add_argument("--contract", help="the TimeBank address you trust; domain.verifyingContract must be it")
+    parser.add_argument("--json", action="store_true", help="print {ok, failedStep, checks} as JSON")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per RPC request (default 10)")
+    args = parser.parse_args(argv)
+
+    try:
+        text = sys.stdin.read() if args.bundle == "-" else Path(args.bundle).read_text(encoding="utf-8")
+        bundle = json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        report = _Report()
+        report.fail(0, "bundle readable", f"{args.bundle}: {exc}")
+        result = report.result()
+    else:
+        result = verify_bundle(bundle, args.rpc_url, contract=args.contract, timeout=args.timeout)
+
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+    else:
+        marks = ("✓", "✗") if _can_print("✓✗∞") else ("OK  ", "FAIL")
+        for check in result.checks:
+            line = check.line(marks)
+            print(line if _can_print(line) else line.replace("∞", "inf"))
+        if result.ok:
+            print("verified: all 5 steps passed")
+        else:
+            step = result.failed_step
+            print(f"NOT verified: step {step} ({STEP_NAMES[step]}) failed", file=sys.stderr)
+    return result.exit_code
+
+
+def _can_print(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+        return True
+    except (UnicodeEncodeError, LookupError):
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""A small registered world, made through the API with signed commands: a district with its admin and a
+station, volunteers, an elderly person with granted minutes."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from api import protocol as P
+from tests.utils.api import CITY_KEY, Admin, ApiServer, Terminal, card
+
+DISTRICT = 320102
+OTHER_DISTRICT = 320104
+
+
+@dataclass
+class World:
+    domain: dict
+    city: Admin
+    admin: Admin
+    other_admin: Admin
+    terminal: Terminal
+    other_terminal: Terminal
+    volunteer: str
+    volunteer2: str
+    elder: str
+    elder2: str
+    recipient_far: str
+
+    def new_account(self, kind: int = 1, admin: Admin | None = None, district: int = DISTRICT, grant: int = 0) -> str:
+        admin = admin or self.admin
+        _number, account = card(f"NJ-{district}")
+        admin.ok("RegisterAccount", account=account, district=district, kind=kind)
+        if grant:
+            admin.ok("Grant", account=account, minutes=grant, reason=1)
+        return account
+
+
+def make_world(api: ApiServer) -> World:
+    client = api.client
+    domain = client.get("/v1/domain").json()["domain"]
+    city = Admin(CITY_KEY, client, domain)
+    admin = Admin(secrets.token_bytes(32), client, domain)
+    other_admin = Admin(secrets.token_bytes(32), client, domain)
+    city.ok("RegisterDistrict", district=DISTRICT, admin=admin.address)
+    city.ok("RegisterDistrict", district=OTHER_DISTRICT, admin=other_admin.address)
+    terminal = Terminal(secrets.token_bytes(32), client, domain, DISTRICT)
+    other_terminal = Terminal(secrets.token_bytes(32), client, domain, OTHER_DISTRICT)
+    admin.ok("RegisterStation", station=terminal.address, district=DISTRICT)
+    other_admin.ok("RegisterStation", station=other_terminal.address, district=OTHER_DISTRICT)
+    world = World(domain, city, admin, other_admin, terminal, other_terminal, "", "", "", "", "")
+    world.volunteer = world.new_account(1)
+    world.volunteer2 = world.new_account(1)
+    world.elder = world.new_account(2, grant=6000)
+    world.elder2 = world.new_account(2, grant=6000)
+    world.recipient_far = world.new_account(2, grant=600)
+    return world

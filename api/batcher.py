@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -26,6 +27,16 @@ from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert, Tx
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+# Fault injection for the crash-safety tests: the process dies at the named point, as with SIGKILL.
+FAULT_POINT = os.environ.get("TIMEBANK_FAULT_POINT")
+
+
+def _fault(point: str) -> None:
+    if FAULT_POINT == point:
+        log.critical("fault injection: dying at %s", point)
+        os._exit(137)
+
 
 IN_FLIGHT = ("pending", "sent")
 
@@ -92,6 +103,7 @@ class Batcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.max_in_flight = 4
+        self.on_change = lambda: None  # called after orders were rejected
 
     # ----- loop -----------------------------------------------------------------------------------
 
@@ -219,6 +231,7 @@ class Batcher:
                     .where(db.Order.seq == order.seq, db.Order.status == "accepted")
                     .values(status="rejected", reason=reason)
                 )
+        self.on_change()
         log.warning("rejected %d orders the chain no longer allows", len(rejected))
 
     def _record_and_send(self, orders: list[db.Order], tree: protocol.MerkleTree, deltas: bytes, gas: int) -> None:
@@ -241,6 +254,7 @@ class Batcher:
                         .values(batch_id=batch.id, leaf_index=tree.tree_index[position])
                     )
             batch_id = batch.id
+        _fault("batch_recorded")
         self._send(batch_id, gas)
 
     def _send(self, batch_id: int, gas: int | None = None) -> None:
@@ -262,9 +276,12 @@ class Batcher:
             except BaseException:
                 self.sender.abandoned()
                 raise
+        _fault("tx_recorded")
         try:
             self.sender.committed(row)
         except BroadcastRefused as exc:
             log.error("the node refused batch %s's transaction (%s); it is sent again later", batch_id, exc)
             with self.sessions() as session, session.begin():
                 session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=None, status="pending"))
+            return
+        _fault("tx_broadcast")

@@ -26,6 +26,7 @@ class Follower:
         self.sessions = sessions
         self.start_block = start_block
         self.confirmations = confirmations
+        self.on_change = lambda: None  # called after a step that changed the mirror
 
     def cursor(self, session: Session) -> db.FollowerState | None:
         return session.get(db.FollowerState, 1)
@@ -37,6 +38,14 @@ class Follower:
 
     def step(self) -> int:
         """Applies the next range of confirmed blocks; returns how many blocks it applied."""
+        self._changed = False
+        try:
+            return self._step()
+        finally:
+            if self._changed:
+                self.on_change()
+
+    def _step(self) -> int:
         head = self.chain.block_number()
         target = head - (self.confirmations - 1)
         with self.sessions() as session, session.begin():
@@ -48,6 +57,7 @@ class Follower:
                 state.block_number >= 0 and self.chain.block_hash(state.block_number) != state.block_hash
             ):
                 self._chain_reset(session, state)
+                self._changed = True
                 return 0
             if target <= state.block_number:
                 return 0
@@ -56,6 +66,7 @@ class Follower:
                 event = self.chain.event(entry)
                 if event is not None:
                     self._apply(session, entry, *event)
+                    self._changed = True
             applied = to_block - state.block_number
             state.block_number = to_block
             state.block_hash = self.chain.block_hash(to_block)

@@ -9,6 +9,7 @@ once, and only then answers the requests: an accepted order is durable before it
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
 import math
@@ -18,8 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, protocol
@@ -132,10 +132,99 @@ def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * 6_371_000 * math.asin(math.sqrt(h))
 
 
-def check_state(session: Session, p: Prepared, settings: Settings, current_block: int | None = None) -> None:
+@dataclass(frozen=True)
+class AccountState:
+    district: int
+    kind: int
+    status: int
+    lat: float | None
+    lon: float | None
+    qualified: bool
+
+
+class StateCache:
+    """What the checks read, kept in memory by the writer: stations, accounts, each payer's available
+    minutes (mirrored balance less minutes promised in orders not yet anchored) and each volunteer's
+    service intervals. Loaded from the store on first use; dropped whole when the follower or the batcher
+    changes the store (`invalidate`), and after a failed write. A stale entry can only be the chain's
+    state a moment earlier: what it lets through, the batch's simulation then splits off."""
+
+    def __init__(self) -> None:
+        self._dirty = threading.Event()
+        self.clear()
+
+    def clear(self) -> None:
+        self.stations: dict[str, db.Station | None] = {}
+        self.accounts: dict[str, AccountState | None] = {}
+        self.available: dict[str, int] = {}
+        self.intervals: dict[str, list[tuple[int, int]]] = {}
+
+    def invalidate(self) -> None:
+        """Thread-safe: the writer drops everything before its next group."""
+        self._dirty.set()
+
+    def refresh(self) -> None:
+        if self._dirty.is_set():
+            self._dirty.clear()
+            self.clear()
+
+    def station(self, session: Session, address: str) -> db.Station | None:
+        if address not in self.stations:
+            row = session.get(db.Station, address)
+            if row is not None:
+                session.expunge(row)
+            self.stations[address] = row
+        return self.stations[address]
+
+    def account(self, session: Session, account: str) -> AccountState | None:
+        if account not in self.accounts:
+            row = session.execute(
+                select(db.Account.district, db.Account.kind, db.Account.status, db.Account.lat, db.Account.lon, db.Account.qualified).where(
+                    db.Account.account == account
+                )
+            ).first()
+            self.accounts[account] = AccountState(*row) if row is not None and row.status != 0 else None
+        return self.accounts[account]
+
+    def available_minutes(self, session: Session, payer: str) -> int:
+        if payer not in self.available:
+            promised = (
+                select(func.coalesce(func.sum(db.Order.minutes), 0))
+                .where(db.Order.payer == payer, db.Order.status == "accepted")
+                .scalar_subquery()
+            )
+            # one statement: balance and promised minutes from the same snapshot
+            self.available[payer] = session.execute(
+                select(db.Account.balance - promised).where(db.Account.account == payer)
+            ).scalar_one()
+        return self.available[payer]
+
+    def volunteer_intervals(self, session: Session, volunteer: str) -> list[tuple[int, int]]:
+        if volunteer not in self.intervals:
+            rows = session.execute(
+                select(db.Order.start_time, db.Order.end_time).where(
+                    db.Order.volunteer == volunteer,
+                    db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
+                    db.Order.status.in_(("accepted", "anchored")),
+                )
+            ).all()
+            self.intervals[volunteer] = sorted((r.start_time, r.end_time) for r in rows)
+        return self.intervals[volunteer]
+
+
+def _overlapping(intervals: list[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
+    """An interval of the sorted, mutually disjoint `intervals` that overlaps [start, end), if any."""
+    i = bisect.bisect_left(intervals, (start, end))
+    for j in (i - 1, i):
+        if 0 <= j < len(intervals) and intervals[j][0] < end and intervals[j][1] > start:
+            return intervals[j]
+    return None
+
+
+def check_state(session: Session, p: Prepared, settings: Settings, cache: StateCache) -> None:
     """The checks against the mirror of the chain and the stored orders. Raises `ApiError`."""
     o = p.order
-    station = session.get(db.Station, protocol.to_hex(p.station))
+    station = cache.station(session, protocol.to_hex(p.station))
     if station is None:
         raise ApiError("station_unknown", f"{protocol.checksum(p.station)} is not a registered station")
     if station.active_until:
@@ -144,52 +233,46 @@ def check_state(session: Session, p: Prepared, settings: Settings, current_block
         raise ApiError("station_wrong_district", f"the station belongs to district {station.district}, not {o.district}")
     accounts = {}
     for role, account_id in (("volunteer", o.volunteer), ("payer", o.payer), ("recipient", o.recipient)):
-        account = session.get(db.Account, protocol.to_hex(account_id))
-        if account is None or account.status == 0:
+        account = cache.account(session, protocol.to_hex(account_id))
+        if account is None:
             raise ApiError("unknown_account", f"{role} {protocol.to_hex(account_id)} is not registered")
         if account.status != ACTIVE:
             raise ApiError("account_not_active", f"{role} {protocol.to_hex(account_id)} is frozen or cancelled")
         accounts[role] = account
-    if accounts["volunteer"].kind not in VOLUNTEER_KINDS and o.serviceType != protocol.TRANSFER_SERVICE_TYPE:
+    service = o.serviceType != protocol.TRANSFER_SERVICE_TYPE
+    if service and accounts["volunteer"].kind not in VOLUNTEER_KINDS:
         raise ApiError("volunteer_wrong_kind")
     if o.payer == o.volunteer:
         raise ApiError("payer_is_volunteer")
     if o.serviceType in PROFESSIONAL_SERVICE_TYPES and not accounts["volunteer"].qualified:
         raise ApiError("qualification_required")
     recipient = accounts["recipient"]
-    if o.serviceType != protocol.TRANSFER_SERVICE_TYPE and recipient.lat is not None and recipient.lon is not None:
+    if service and recipient.lat is not None and recipient.lon is not None:
         for point in ("checkIn", "checkOut"):
             lat, lon = p.details[point]["lat"], p.details[point]["lon"]
             far = distance_m(lat, lon, recipient.lat, recipient.lon)
             if far > settings.max_checkin_distance_m:
                 raise ApiError("location_mismatch", f"{point} is {far:.0f} m from the recipient's registered address")
-    if o.serviceType != protocol.TRANSFER_SERVICE_TYPE:
-        overlap = session.scalar(
-            select(db.Order.order_id)
-            .where(
-                db.Order.volunteer == protocol.to_hex(o.volunteer),
-                db.Order.start_time < o.endTime,
-                db.Order.end_time > o.startTime,
-                db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
-                db.Order.status.in_(("accepted", "anchored")),
-            )
-            .limit(1)
-        )
-        if overlap is not None:
-            raise ApiError("volunteer_overlap", f"order {overlap} of the same volunteer overlaps this one")
-    promised = session.scalar(
-        select(func.coalesce(func.sum(db.Order.minutes), 0)).where(
-            db.Order.payer == protocol.to_hex(o.payer), db.Order.status == "accepted"
-        )
-    )
-    available = accounts["payer"].balance - promised
+    if service:
+        clash = _overlapping(cache.volunteer_intervals(session, protocol.to_hex(o.volunteer)), o.startTime, o.endTime)
+        if clash is not None:
+            raise ApiError("volunteer_overlap", f"another order of the same volunteer runs from {clash[0]} to {clash[1]}")
+    available = cache.available_minutes(session, protocol.to_hex(o.payer))
     if available < o.minutes:
         raise ApiError("insufficient_balance", f"the payer has {available} minutes available, the order needs {o.minutes}")
 
 
-def to_row(p: Prepared) -> db.Order:
+def _record(cache: StateCache, p: Prepared) -> None:
+    """The cache after `p` is accepted."""
     o = p.order
-    return db.Order(
+    cache.available[protocol.to_hex(o.payer)] -= o.minutes
+    if o.serviceType != protocol.TRANSFER_SERVICE_TYPE:
+        bisect.insort(cache.intervals[protocol.to_hex(o.volunteer)], (o.startTime, o.endTime))
+
+
+def to_row(p: Prepared, now: float) -> dict[str, Any]:
+    o = p.order
+    return dict(
         order_id=protocol.to_hex(o.orderId),
         district=o.district,
         volunteer=protocol.to_hex(o.volunteer),
@@ -205,7 +288,7 @@ def to_row(p: Prepared) -> db.Order:
         digest=protocol.to_hex(p.digest),
         station=protocol.to_hex(p.station),
         status="accepted",
-        accepted_at=time.time(),
+        accepted_at=now,
     )
 
 
@@ -215,28 +298,45 @@ class Outcome:
     body: dict
 
 
-def _store_one(session: Session, item: Prepared | ApiError, settings: Settings) -> Outcome:
-    if isinstance(item, ApiError):
-        return Outcome(item.status, item.body())
-    existing = session.scalar(select(db.Order).where(db.Order.order_id == protocol.to_hex(item.order.orderId)))
-    if existing is not None:
-        if existing.digest == protocol.to_hex(item.digest):
-            return Outcome(200, item.answer(existing.status))
-        error = ApiError("order_id_conflict", f"order {existing.order_id} exists with other content")
-        return Outcome(error.status, error.body())
-    savepoint = session.begin_nested()
-    try:
-        check_state(session, item, settings)
-        session.add(to_row(item))
-        session.flush()
-    except ApiError as error:
-        savepoint.rollback()
-        return Outcome(error.status, error.body())
-    except IntegrityError:  # the same orderId twice in one group
-        savepoint.rollback()
-        return _store_one(session, item, settings)
-    savepoint.commit()
-    return Outcome(201, item.answer("accepted"))
+def _refusal(error: ApiError) -> Outcome:
+    return Outcome(error.status, error.body())
+
+
+def store_group(session: Session, items: list[Prepared | ApiError], settings: Settings, cache: StateCache) -> list[Outcome]:
+    """Checks and stores a group of orders in the caller's transaction, each seeing the ones before it;
+    one INSERT for the accepted ones. The caller commits, then answers."""
+    ids = [protocol.to_hex(i.order.orderId) for i in items if isinstance(i, Prepared)]
+    known: dict[str, tuple[str, str]] = {}
+    for chunk in range(0, len(ids), 500):
+        for order_id, digest, status in session.execute(
+            select(db.Order.order_id, db.Order.digest, db.Order.status).where(db.Order.order_id.in_(ids[chunk : chunk + 500]))
+        ):
+            known[order_id] = (digest, status)
+    outcomes, rows, now = [], [], time.time()
+    for item in items:
+        if isinstance(item, ApiError):
+            outcomes.append(_refusal(item))
+            continue
+        order_id = protocol.to_hex(item.order.orderId)
+        if order_id in known:
+            digest, status = known[order_id]
+            if digest == protocol.to_hex(item.digest):
+                outcomes.append(Outcome(200, item.answer(status)))
+            else:
+                outcomes.append(_refusal(ApiError("order_id_conflict", f"order {order_id} exists with other content")))
+            continue
+        try:
+            check_state(session, item, settings, cache)
+        except ApiError as error:
+            outcomes.append(_refusal(error))
+            continue
+        _record(cache, item)
+        rows.append(to_row(item, now))
+        known[order_id] = (protocol.to_hex(item.digest), "accepted")
+        outcomes.append(Outcome(201, item.answer("accepted")))
+    if rows:
+        session.execute(insert(db.Order), rows)
+    return outcomes
 
 
 class Writer:
@@ -246,6 +346,7 @@ class Writer:
         self.sessions = sessions
         self.settings = settings
         self.max_group = max_group
+        self.cache = StateCache()
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="order-writer", daemon=True)
         self._stopping = False
@@ -295,12 +396,18 @@ class Writer:
 
     def _write(self, group: list) -> None:
         results: list[list[Outcome]] | BaseException
+        self.cache.refresh()
         try:
             with self.sessions() as session:
                 with session.begin():
-                    results = [[_store_one(session, item, self.settings) for item in items] for items, _, _ in group]
-        except BaseException as exc:  # the database failed: every request of the group gets the error
+                    flat = store_group(session, [item for items, _, _ in group for item in items], self.settings, self.cache)
+            results, at = [], 0
+            for items, _, _ in group:
+                results.append(flat[at : at + len(items)])
+                at += len(items)
+        except BaseException as exc:  # the database failed: nothing of the group is stored
             log.exception("order write failed")
+            self.cache.clear()
             results = exc
         if self.on_commit is not None and not isinstance(results, BaseException):
             accepted = sum(1 for r in results for o in r if o.http_status == 201)

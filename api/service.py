@@ -65,16 +65,22 @@ class Service:
         self.writer = Writer(self.sessions, settings)
         self.batcher = Batcher(self.chain, self.sender, self.sessions, settings)
         self.writer.on_commit = lambda _n: self.batcher.wake.set()
+        self.follower.on_change = self.writer.cache.invalidate
+        self.batcher.on_change = self.writer.cache.invalidate
         self._stop = threading.Event()
         self._follower_thread = threading.Thread(target=self._follow, name="follower", daemon=True)
         self.followed = threading.Condition()
 
     def _deployment_block(self) -> int:
+        """Where the follower starts: the deployment's block when the deployment record names this
+        contract and its transaction is on this chain; else the genesis."""
         record = self.settings.deployments_dir / f"{self.chain_id}.json"
         if record.exists():
             data = json.loads(record.read_text())
-            if data.get("address", "").lower() == self.contract_address.lower():
-                return int(data.get("blockNumber", 0))
+            if data.get("address", "").lower() == self.contract_address.lower() and data.get("txHash"):
+                receipt = self.chain.receipt(data["txHash"])
+                if receipt is not None and (receipt.get("contractAddress") or "").lower() == self.contract_address.lower():
+                    return int(receipt["blockNumber"])
         return 0
 
     # ----- lifecycle ------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class ApiServer:
 
 def settings_for(rpc_url: str, contract: str, database_url: str, **overrides: Any) -> Settings:
     values = dict(
+        deployments_dir=Path(database_url.split("///", 1)[-1]).parent,  # not the repository's records
         rpc_url=rpc_url,
         contract_address=contract,
         database_url=database_url,

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import protocol
+from .auth import authenticate
 from .chain import ChainUnavailable
 from .errors import CATALOGUE, ApiError
 from .intake import Outcome, prepare
@@ -100,7 +101,10 @@ def _json(status: int, body: Any) -> JSONResponse:
 
 
 async def _body(request: Request, limit: int) -> Any:
-    raw = await request.body()
+    return await _body_of(await request.body(), limit)
+
+
+async def _body_of(raw: bytes, limit: int) -> Any:
     if len(raw) > limit:
         raise ApiError("body_too_large", f"the body is {len(raw)} bytes, over the limit of {limit}")
     try:
@@ -239,6 +243,23 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         yet anchored."""
         account = bytes.fromhex(_hex32(account_id, "accountId")[2:])
         return await run_in_threadpool(svc(request).account_view, account)
+
+    async def caller(request: Request, raw: bytes):
+        s = svc(request)
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return await run_in_threadpool(
+            authenticate, request.headers, request.method, path, raw,
+            separator=s.separator, city_admin=s.city_admin, sessions=s.reads, skew=settings.clock_skew_seconds,
+        )
+
+    @app.put("/v1/accounts/{account_id}/profile", tags=["accounts"], responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, **ERRORS})
+    async def put_profile(account_id: str, request: Request) -> dict[str, Any]:
+        """Set an account's registered location and professional qualification (signed request of the
+        administrator of the account's district, or the city's)."""
+        raw = await request.body()
+        who = await caller(request, raw)
+        body = await _body_of(raw, settings.max_body_bytes)
+        return await run_in_threadpool(svc(request).set_profile, who, _hex32(account_id, "accountId"), body)
 
     @app.post(
         "/v1/admin/commands",

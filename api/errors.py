@@ -25,6 +25,8 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "station_unknown": (403, "the order's signer is not a registered station"),
     "station_removed": (403, "the order's signer is a removed station"),
     "station_wrong_district": (403, "the order's signer is a station of another district"),
+    "unauthenticated": (401, "the request is not signed, or its signature or timestamp is wrong"),
+    "forbidden": (403, "the request's signer does not hold the role this needs"),
     "unauthorized": (403, "the command's signer does not hold the role it needs"),
     # order content
     "details_hash_mismatch": (422, "detailsHash is not the keccak256 of the canonical details"),

@@ -48,6 +48,9 @@ TYPES: dict[str, list[tuple[str, str]]] = {
     "RegisterAuditor": [("auditor", "address"), ("district", "uint32"), ("nonce", "uint64")],
 }
 COMMAND_TYPES = tuple(name for name in TYPES if name != "ServiceOrder")
+# An addition to the protocol: administrative and audit HTTP requests are signed as this struct, under the
+# same domain (see the README, "Signed requests").
+TYPES["SignedRequest"] = [("method", "string"), ("path", "string"), ("bodyHash", "bytes32"), ("timestamp", "uint64")]
 DOMAIN_TYPE = [
     ("name", "string"),
     ("version", "string"),
@@ -114,6 +117,10 @@ def checksum(address: bytes) -> str:
 
 
 def _encode_field(kind: str, value: Any, field: str) -> bytes:
+    if kind == "string":
+        if not isinstance(value, str):
+            raise ProtocolError("malformed_message", f"{field}: expected a string")
+        return keccak(value.encode("utf-8"))
     if kind == "bytes32":
         raw = value if isinstance(value, bytes) else parse_bytes(value, 32, field)
         if len(raw) != 32:
@@ -144,7 +151,7 @@ def parse_message(name: str, message: Any) -> dict[str, Any]:
     for field, kind in fields:
         value = message[field]
         _encode_field(kind, value, f"{name}.{field}")
-        out[field] = value.lower() if isinstance(value, str) else value
+        out[field] = value.lower() if isinstance(value, str) and kind != "string" else value
     return out
 
 

@@ -233,6 +233,31 @@ class Service:
             "pendingDebitMinutes": promised,
         }
 
+    def set_profile(self, caller, account: str, body: Any) -> dict[str, Any]:
+        """The off-chain data the order checks use: the registered location (check-in and check-out must
+        be near it) and whether the person holds a professional qualification (service type 9)."""
+        if not isinstance(body, dict) or set(body) - {"location", "qualified"}:
+            raise ApiError("invalid_request", "expected an object with location {lat, lon} or null, and qualified")
+        location, qualified = body.get("location"), body.get("qualified", False)
+        if location is not None:
+            if not isinstance(location, dict) or set(location) != {"lat", "lon"} or not all(
+                isinstance(location[k], (int, float)) and not isinstance(location[k], bool) for k in ("lat", "lon")
+            ) or not (-90 <= location["lat"] <= 90 and -180 <= location["lon"] <= 180):
+                raise ApiError("invalid_request", "location: expected {lat, lon} in range, or null")
+        if not isinstance(qualified, bool):
+            raise ApiError("invalid_request", "qualified: expected a boolean")
+        with self.sessions() as session, session.begin():
+            row = session.get(db.Account, account)
+            if row is None or row.status == 0:
+                raise ApiError("not_found", f"no account {account}")
+            if not caller.administers(row.district):
+                raise ApiError("forbidden", f"{caller.address} does not administer district {row.district}")
+            row.lat = None if location is None else float(location["lat"])
+            row.lon = None if location is None else float(location["lon"])
+            row.qualified = qualified
+        self.writer.cache.invalidate()
+        return {"account": account, "location": location, "qualified": qualified}
+
     # ----- admin commands -------------------------------------------------------------------------
 
     def relay_command(self, body: Any) -> dict[str, Any]:

@@ -54,3 +54,28 @@ def test_unanchored_and_unknown_proofs(api, world):
     missing = P.to_hex(b"\x11" * 32)
     response = api.client.get(f"/v1/orders/{missing}/proof")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
+def test_profile_needs_a_signed_request_of_the_district(api, world):
+    from api.auth import sign_headers
+
+    account = world.new_account(2, grant=600)
+    path = f"/v1/accounts/{account}/profile"
+    body = json.dumps({"location": {"lat": 32.05, "lon": 118.79}, "qualified": False}).encode()
+    separator = P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"])
+    unsigned = api.client.put(path, content=body)
+    assert unsigned.status_code == 401 and unsigned.json()["error"]["code"] == "unauthenticated"
+    other = api.client.put(path, content=body, headers=sign_headers(world.other_admin.key, separator, "PUT", path, body))
+    assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"
+    tampered = sign_headers(world.admin.key, separator, "PUT", path, body)
+    assert api.client.put(path, content=body.replace(b"32.05", b"33.05"), headers=tampered).status_code == 401
+    ok = api.client.put(path, content=body, headers=sign_headers(world.admin.key, separator, "PUT", path, body))
+    assert ok.status_code == 200, ok.text
+
+    far = world.terminal.order(world.volunteer2, account, account, minutes=30)  # details default: 32.05, 118.79
+    assert world.terminal.post(far).status_code == 201
+    moved = world.terminal.order(world.volunteer2, account, account, minutes=30, details=None)
+    moved_details = {**moved["details"], "checkIn": {"lat": 32.2, "lon": 118.79, "time": moved["order"]["startTime"]}}
+    moved["order"]["detailsHash"] = P.to_hex(P.details_hash(moved_details))
+    bad = world.terminal.post(world.terminal.signed(moved["order"], moved_details))
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "location_mismatch"

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export ETH_HASH_BACKEND := pysha3
 export HARDHAT_DISABLE_TELEMETRY_PROMPT := true
 
-.PHONY: setup compile chain stop status deploy run test clean clean-chain
+.PHONY: setup postgres-server compile chain stop status deploy run test clean clean-chain
 .NOTPARALLEL:
 
 setup: $(VENV)/.installed node_modules/.installed
@@ -28,6 +28,19 @@ node_modules/.installed: package.json package-lock.json
 	npm install --no-audit --no-fund
 	touch $@
 
+# The store's tests run on PostgreSQL too, on a cluster they start themselves (scripts/postgres.py) from
+# Debian's server binaries: installed here when missing (as root, or through sudo), otherwise nothing.
+postgres-server:
+	@for bindir in "$$(pg_config --bindir 2>/dev/null)" /usr/lib/postgresql/*/bin; do \
+		if command -v "$$bindir/initdb" >/dev/null && command -v "$$bindir/pg_ctl" >/dev/null \
+			&& command -v "$$bindir/postgres" >/dev/null; then exit 0; fi; \
+	done; \
+	command -v apt-get >/dev/null || { echo "PostgreSQL server missing and no apt-get: install it (initdb, pg_ctl)" >&2; exit 1; }; \
+	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	echo "PostgreSQL server missing: installing Debian's postgresql"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q \
+		&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql
+
 compile: setup
 	$(PY) -m scripts.compile
 
@@ -38,13 +51,13 @@ stop:
 	@if [ -x $(PY) ]; then $(PY) -m scripts.chain stop; fi
 
 status: setup
-	$(PY) -m scripts.chain status
+	@$(PY) -m scripts.chain status || [ $$? -eq 3 ]
 
 deploy: setup compile
 	$(PY) -m scripts.deploy
 
 run: setup compile chain deploy
-	# >>> lead: replace this step with the API server (it keeps running in the foreground) <<<
+	@# >>> lead: replace this step with the API server (it keeps running in the foreground) <<<
 	@if [ -f api/__main__.py ]; then \
 		exec $(PY) -m api; \
 	else \
@@ -52,7 +65,7 @@ run: setup compile chain deploy
 		echo "The chain keeps running on http://127.0.0.1:$${TIMEBANK_ANVIL_PORT:-8545}; make stop stops it."; \
 	fi
 
-test: setup compile
+test: setup compile postgres-server
 	$(PY) -m pytest
 
 # Build outputs only: the chain (node/data/) and its deployment record stay.

@@ -132,3 +132,83 @@ def world(api):
     from tests.utils.api_world import make_world
 
     return make_world(api)
+
+
+# ---------------------------------------------------------------------------
+# Store: every store test runs on SQLite (the embedded default) and on a real
+# PostgreSQL server, one throwaway cluster per session (scripts/postgres.py).
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The session's PostgreSQL cluster (started on first use, stopped at the end): its `timebank`
+    database's URL. The cluster lives under /tmp, not in pytest's tmp dir, which the `postgres` system user
+    (who runs the server when the tests run as root) cannot enter."""
+    import shutil
+    import tempfile
+
+    from scripts.postgres import start_postgres, stop_postgres
+
+    directory = Path(tempfile.mkdtemp(prefix="timebank-pg-"))
+    try:
+        handle = start_postgres(directory, throwaway=True)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    yield handle.url
+    stop_postgres(handle, mode="immediate")  # no shutdown checkpoint: the cluster is deleted next
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def _postgres_database(cluster_url: str, template: str = "template1") -> str:
+    """A new database on the cluster, copied from `template`; its URL. Tests leave theirs behind (the
+    cluster goes at the end of the session): dropping one forces a checkpoint, a second per test."""
+    import secrets
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    cluster = make_url(cluster_url)
+    name = f"test_{secrets.token_hex(6)}"
+    admin = cluster.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return cluster.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated_template(postgres_url: str) -> str:
+    """A database migrated once per session, that each test's migrated database is copied from."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from api.db import migrate
+
+    url = make_url(_postgres_database(postgres_url))
+    migrate(url.render_as_string(hide_password=False))
+    admin = url.set(database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'ALTER DATABASE "{url.database}" IS_TEMPLATE true ALLOW_CONNECTIONS false')
+    return url.database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database per test: a new SQLite file, or a new database on the session's cluster."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'timebank.sqlite3'}"
+    return _postgres_database(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database per test at the newest schema (`api.db.migrate`), on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        from api.db import migrate
+
+        url = f"sqlite:///{tmp_path / 'timebank.sqlite3'}"
+        migrate(url)
+        return url
+    template = request.getfixturevalue("postgres_migrated_template")
+    return _postgres_database(request.getfixturevalue("postgres_url"), template)

@@ -109,7 +109,7 @@ async def _body_of(raw: bytes, limit: int) -> Any:
         raise ApiError("body_too_large", f"the body is {len(raw)} bytes, over the limit of {limit}")
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than Python parses
         raise ApiError("invalid_request", "the body is not JSON") from None
 
 

@@ -142,6 +142,17 @@ class Chain:
         block = self._rpc(lambda: self.w3.eth.get_block(number))
         return _hex(block["hash"]) if block else None
 
+    def fees(self) -> dict[str, int]:
+        """Fee fields for a new transaction: EIP-1559 with room for the base fee to double (a chain with
+        free gas has base fee and tip 0), or the node's gas price on a chain without a base fee. Never
+        derived from our own earlier prices, so they cannot ratchet up."""
+        block = self._rpc(lambda: self.w3.eth.get_block("latest"))
+        base = block.get("baseFeePerGas")
+        if base is None:
+            return {"gasPrice": self._rpc(lambda: self.w3.eth.gas_price)}
+        tip = self._rpc(lambda: self.w3.eth.max_priority_fee) if base > 0 else 0
+        return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
+
     def has_code(self) -> bool:
         return len(self._rpc(lambda: self.w3.eth.get_code(self.address))) > 0
 
@@ -214,14 +225,13 @@ class TxSender:
         try:
             if self._next_nonce is None:
                 self._next_nonce = self._sync_nonce(session)
-            gas_price = self.chain._rpc(lambda: self.chain.w3.eth.gas_price)
             tx = fn_call.build_transaction(
                 {
                     "from": self.account.address,
                     "nonce": self._next_nonce,
                     "gas": gas,
-                    "gasPrice": gas_price * 2,
                     "chainId": self.chain.chain_id,
+                    **self.chain.fees(),
                 }
             )
             signed = self.account.sign_transaction(tx)

@@ -306,12 +306,12 @@ def store_group(session: Session, items: list[Prepared | ApiError], settings: Se
     """Checks and stores a group of orders in the caller's transaction, each seeing the ones before it;
     one INSERT for the accepted ones. The caller commits, then answers."""
     ids = [protocol.to_hex(i.order.orderId) for i in items if isinstance(i, Prepared)]
-    known: dict[str, tuple[str, str]] = {}
+    known: dict[str, tuple[str, str, str]] = {}  # orderId -> (digest, station, status)
     for chunk in range(0, len(ids), 500):
-        for order_id, digest, status in session.execute(
-            select(db.Order.order_id, db.Order.digest, db.Order.status).where(db.Order.order_id.in_(ids[chunk : chunk + 500]))
+        for order_id, digest, station, status in session.execute(
+            select(db.Order.order_id, db.Order.digest, db.Order.station, db.Order.status).where(db.Order.order_id.in_(ids[chunk : chunk + 500]))
         ):
-            known[order_id] = (digest, status)
+            known[order_id] = (digest, station, status)
     outcomes, rows, now = [], [], time.time()
     for item in items:
         if isinstance(item, ApiError):
@@ -319,11 +319,13 @@ def store_group(session: Session, items: list[Prepared | ApiError], settings: Se
             continue
         order_id = protocol.to_hex(item.order.orderId)
         if order_id in known:
-            digest, status = known[order_id]
-            if digest == protocol.to_hex(item.digest):
+            digest, station, status = known[order_id]
+            # the same order signed by another key is not the same request: it must not answer 200 with
+            # that key as the station, nor skip the station checks
+            if digest == protocol.to_hex(item.digest) and station == protocol.to_hex(item.station):
                 outcomes.append(Outcome(200, item.answer(status)))
             else:
-                outcomes.append(_refusal(ApiError("order_id_conflict", f"order {order_id} exists with other content")))
+                outcomes.append(_refusal(ApiError("order_id_conflict", f"order {order_id} exists with other content, or signed by another key")))
             continue
         try:
             check_state(session, item, settings, cache)
@@ -332,7 +334,7 @@ def store_group(session: Session, items: list[Prepared | ApiError], settings: Se
             continue
         _record(cache, item)
         rows.append(to_row(item, now))
-        known[order_id] = (protocol.to_hex(item.digest), "accepted")
+        known[order_id] = (protocol.to_hex(item.digest), protocol.to_hex(item.station), "accepted")
         outcomes.append(Outcome(201, item.answer("accepted")))
     if rows:
         session.execute(insert(db.Order), rows)

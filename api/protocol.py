@@ -48,9 +48,12 @@ TYPES: dict[str, list[tuple[str, str]]] = {
     "RegisterAuditor": [("auditor", "address"), ("district", "uint32"), ("nonce", "uint64")],
 }
 COMMAND_TYPES = tuple(name for name in TYPES if name != "ServiceOrder")
-# An addition to the protocol: administrative and audit HTTP requests are signed as this struct, under the
-# same domain (see the README, "Signed requests").
-TYPES["SignedRequest"] = [("method", "string"), ("path", "string"), ("bodyHash", "bytes32"), ("timestamp", "uint64")]
+# An addition to the protocol, not a contract type: administrative and audit HTTP requests are signed as
+# this struct, under the same domain (README, "Signed requests").
+REQUEST_TYPES: dict[str, list[tuple[str, str]]] = {
+    "SignedRequest": [("method", "string"), ("path", "string"), ("bodyHash", "bytes32"), ("timestamp", "uint64")],
+}
+ALL_TYPES = {**TYPES, **REQUEST_TYPES}
 DOMAIN_TYPE = [
     ("name", "string"),
     ("version", "string"),
@@ -71,10 +74,10 @@ class ProtocolError(ValueError):
 
 
 def type_string(name: str) -> str:
-    return f"{name}(" + ",".join(f"{t} {n}" for n, t in TYPES[name]) + ")"
+    return f"{name}(" + ",".join(f"{t} {n}" for n, t in ALL_TYPES[name]) + ")"
 
 
-TYPE_HASHES = {name: keccak(type_string(name).encode()) for name in TYPES}
+TYPE_HASHES = {name: keccak(type_string(name).encode()) for name in ALL_TYPES}
 
 
 # ----- hex and field values -----------------------------------------------------------------------
@@ -192,7 +195,7 @@ def parse_domain(value: Any) -> tuple[int, bytes]:
 
 def hash_struct(name: str, message: dict[str, Any]) -> bytes:
     return keccak(
-        TYPE_HASHES[name] + b"".join(_encode_field(kind, message[f], f"{name}.{f}") for f, kind in TYPES[name])
+        TYPE_HASHES[name] + b"".join(_encode_field(kind, message[f], f"{name}.{f}") for f, kind in ALL_TYPES[name])
     )
 
 
@@ -207,7 +210,7 @@ def typed_data(chain_id: int, verifying_contract: str) -> dict[str, Any]:
         "domain": domain(chain_id, verifying_contract),
         "types": {
             "EIP712Domain": [{"name": n, "type": t} for n, t in DOMAIN_TYPE],
-            **{name: [{"name": n, "type": t} for n, t in fields] for name, fields in TYPES.items()},
+            **{name: [{"name": n, "type": t} for n, t in fields] for name, fields in ALL_TYPES.items()},
         },
     }
 
@@ -218,7 +221,7 @@ def typed_message(name: str, chain_id: int, verifying_contract: str, message: di
     return {
         "types": {
             "EIP712Domain": [{"name": n, "type": t} for n, t in DOMAIN_TYPE],
-            name: [{"name": n, "type": t} for n, t in TYPES[name]],
+            name: [{"name": n, "type": t} for n, t in ALL_TYPES[name]],
         },
         "domain": domain(chain_id, verifying_contract),
         "primaryType": name,

@@ -3,8 +3,9 @@
     python -m scripts.chain start|stop|status
 
 `start` runs Anvil detached on 127.0.0.1:$TIMEBANK_ANVIL_PORT (default 8545),
-chain id 31337, mining a block every $TIMEBANK_BLOCK_TIME seconds (default 1;
-0 mines one block per transaction). The chain state is kept in
+chain id 31337, mining one block per transaction (automine) by default, or a
+block every $TIMEBANK_BLOCK_TIME seconds when that is set above 0 (an idle chain
+then still grows its state file by about 1.7 KB a block). The chain state is kept in
 node/data/state.json: loaded on start, written every few seconds and on exit, so
 a crash loses seconds at most. Its log is node/data/anvil.log, its pid
 node/data/anvil.pid. `stop` sends SIGTERM and waits, so the state is written.
@@ -13,6 +14,7 @@ node/data/anvil.pid. `stop` sends SIGTERM and waits, so the state is written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -22,8 +24,8 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "node" / "data"
 HOST = "127.0.0.1"
 DEFAULT_PORT = 8545
-DEFAULT_BLOCK_TIME = 1
+DEFAULT_BLOCK_TIME = 0
 DEV_CHAIN_ID = 31337
 STATE_INTERVAL = 5  # seconds between state dumps while running
 
@@ -82,7 +84,7 @@ def anvil_binary() -> str:
             return str(path)
     found = shutil.which("anvil")
     if found is None:
-        raise ChainError("anvil not found: run `npm ci` (package @foundry-rs/anvil)")
+        raise ChainError("anvil not found: run `make setup` (it installs the npm package @foundry-rs/anvil)")
     return found
 
 
@@ -118,26 +120,39 @@ def _log_tail(state_dir: Path, lines: int = 15) -> str:
 
 
 def start_anvil(
-    port: int, state_dir: Path, block_time: int, chain_id: int = DEV_CHAIN_ID, timeout: float = 30.0
+    port: int,
+    state_dir: Path,
+    block_time: int,
+    chain_id: int = DEV_CHAIN_ID,
+    timeout: float = 30.0,
+    extra_args: Sequence[str] = (),
 ) -> AnvilHandle:
     """Start Anvil detached, keeping its state, log and pid in `state_dir`; wait until it answers.
 
-    `block_time` 0 mines one block per transaction (automine).
+    `block_time` 0 mines one block per transaction (automine); `extra_args` go
+    to Anvil as they are (e.g. ["--disable-min-priority-fee"]). Anvil rewrites
+    state.json in place, so a kill at the wrong moment can leave it truncated
+    (Anvil then refuses to start): the file each successful start loaded is
+    kept as state.json.prev.
     """
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     if _port_in_use(port):
         raise ChainError(f"port {port} on {HOST} is already in use")
+    state, loading = state_dir / "state.json", state_dir / "state.json.loading"
+    if state.is_file():
+        shutil.copyfile(state, loading)
     command = [
         anvil_binary(),
         "--host", HOST,
         "--port", str(port),
         "--chain-id", str(chain_id),
-        "--state", str(state_dir / "state.json"),
+        "--state", str(state),
         "--state-interval", str(STATE_INTERVAL),
     ]  # fmt: skip
     if block_time > 0:
         command += ["--block-time", str(block_time)]
+    command += extra_args
     with open(state_dir / "anvil.log", "ab") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(command)}\n".encode())
         log.flush()
@@ -146,21 +161,38 @@ def start_anvil(
         )
     (state_dir / "anvil.pid").write_text(f"{process.pid}\n")
     handle = AnvilHandle(process.pid, port, state_dir, process)
+    try:
+        _wait_until_answering(handle, chain_id, timeout)
+        if loading.is_file():
+            loading.replace(state_dir / "state.json.prev")
+    finally:
+        loading.unlink(missing_ok=True)
+    return handle
 
+
+def _wait_until_answering(handle: AnvilHandle, chain_id: int, timeout: float) -> None:
+    """Poll eth_chainId until it answers `chain_id`; stop Anvil and raise if it fails or exits."""
     deadline = time.monotonic() + timeout
     while True:
-        if process.poll() is not None:
-            (state_dir / "anvil.pid").unlink(missing_ok=True)
-            raise ChainError(f"anvil exited with code {process.returncode}:\n{_log_tail(state_dir)}")
+        if handle.process.poll() is not None:
+            (handle.state_dir / "anvil.pid").unlink(missing_ok=True)
+            log = _log_tail(handle.state_dir)
+            if "failed to parse json file" in log:
+                state = handle.state_dir / "state.json"
+                log += (
+                    f"\n{state} is damaged (Anvil killed while writing it?). Restore the state of the last"
+                    f" good start with `mv {state}.prev {state}`, or delete it to start a new chain."
+                )
+            raise ChainError(f"anvil exited with code {handle.process.returncode}:\n{log}")
         try:
             answered = int(rpc(handle.url, "eth_chainId", timeout=1), 16)
         except (OSError, ValueError):
             answered = None
+        if answered == chain_id:
+            return
         if answered is not None:
-            if answered != chain_id:
-                stop_anvil(handle)
-                raise ChainError(f"anvil answered chain id {answered}, want {chain_id}")
-            return handle
+            stop_anvil(handle)
+            raise ChainError(f"anvil answered chain id {answered}, want {chain_id}")
         if time.monotonic() > deadline:
             stop_anvil(handle)
             raise ChainError(f"anvil did not answer on {handle.url} within {timeout:.0f}s")
@@ -183,15 +215,14 @@ def stop_anvil(handle: AnvilHandle, timeout: float = 60.0) -> None:
     Escalates to SIGKILL after `timeout` seconds, losing at most the last
     few seconds of state.
     """
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(handle.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + timeout
     while (handle.process.poll() is None) if handle.process else _alive(handle.pid):
         if time.monotonic() > deadline:
             print(f"anvil (pid {handle.pid}) ignored SIGTERM for {timeout:.0f}s; killing it", file=sys.stderr)
-            os.kill(handle.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(handle.pid, signal.SIGKILL)
             deadline = float("inf")
         time.sleep(0.05)
     pid_file = handle.state_dir / "anvil.pid"

@@ -35,7 +35,7 @@ from web3 import Web3
 from web3.types import TxReceipt
 
 from scripts.chain import DEV_CHAIN_ID, DEV_KEYS, default_rpc_url
-from scripts.compile import ROOT, write_json, load_artifact
+from scripts.compile import ROOT, load_artifact, write_json
 
 DEPLOYMENTS_DIR = ROOT / "node" / "deployments"
 RECEIPT_TIMEOUT = 120  # seconds
@@ -51,7 +51,9 @@ class DeploymentKeys(NamedTuple):
     relayer: str
 
 
-def deploy(w3: Web3, artifact: dict, deployer_key: str | bytes, city_admin: str, relayer: str) -> tuple[str, TxReceipt]:
+def deploy(
+    w3: Web3, artifact: dict, deployer_key: str | bytes, city_admin: str, relayer: str
+) -> tuple[str, TxReceipt]:
     """Send the TimeBank creation transaction; return (checksummed address, receipt).
 
     Pays the gas price the node asks for (0 on a free-gas network such as our Besu one).

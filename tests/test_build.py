@@ -129,6 +129,7 @@ def test_anvil_keeps_state_across_restarts(tmp_path, artifact, keys):
         assert w3.eth.get_code(address) == code
         assert w3.eth.block_number == block
         assert w3.eth.get_transaction_receipt(receipt["transactionHash"])["contractAddress"] == address
+        assert (tmp_path / "state.json.prev").is_file()  # what this start loaded, in case state.json breaks
     finally:
         stop_anvil(handle)
 

@@ -54,7 +54,7 @@ class Follower:
                 state = db.FollowerState(id=1, contract=self.chain.address.lower(), block_number=self.start_block - 1, block_hash="0x")
                 session.add(state)
             elif state.block_number > target or (
-                state.block_number >= 0 and self.chain.block_hash(state.block_number) != state.block_hash
+                state.block_hash != "0x" and self.chain.block_hash(state.block_number) != state.block_hash
             ):
                 self._chain_reset(session, state)
                 self._changed = True

@@ -61,6 +61,7 @@ DOMAIN_TYPE = [
     ("verifyingContract", "address"),
 ]
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
@@ -91,10 +92,10 @@ def parse_bytes(value: Any, length: int | None, field: str) -> bytes:
     """0x-prefixed hex of exactly `length` bytes (any length when None); upper-case digits are accepted."""
     if not isinstance(value, str) or not value.startswith("0x"):
         raise ProtocolError("malformed_hex", f"{field}: expected 0x-prefixed hex, got {value!r:.80}")
-    try:
-        raw = bytes.fromhex(value[2:])
-    except ValueError:
-        raise ProtocolError("malformed_hex", f"{field}: not hex: {value!r:.80}") from None
+    digits = value[2:]
+    if len(digits) % 2 or not all(c in _HEX_DIGITS for c in digits):
+        raise ProtocolError("malformed_hex", f"{field}: not hex: {value!r:.80}")
+    raw = bytes.fromhex(digits)
     if length is not None and len(raw) != length:
         raise ProtocolError("wrong_length", f"{field}: expected {length} bytes, got {len(raw)}")
     return raw

@@ -266,7 +266,7 @@ class Service:
         if not isinstance(body, dict) or not {"type", "message", "signature"} <= body.keys():
             raise ApiError("invalid_request", "expected an object with type, message and signature")
         kind = body["type"]
-        if kind not in COMMAND_FUNCTIONS:
+        if not isinstance(kind, str) or kind not in COMMAND_FUNCTIONS:
             raise ApiError("unknown_type", f"unknown command type {str(kind)[:40]!r}")
         try:
             message = protocol.parse_message(kind, body["message"])

@@ -128,9 +128,9 @@ class Terminal:
         """A signed request body `{order, signature, details}`."""
         duration = kw.pop("duration", minutes * 60)
         start = kw.pop("start", None)
-        if start is None:
-            self.clock += duration + 60
+        if start is None:  # the terminal's services follow one another
             start = self.clock
+            self.clock += duration + 60
         d = kw.pop("details", None) or details(at=start + duration)
         order = {
             "orderId": P.to_hex(secrets.token_bytes(32)),

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import protocol
-from .auth import authenticate
+from .deps import JsonBody, ServiceDep, SignedCaller
 from .chain import ChainUnavailable
 from .errors import CATALOGUE, ApiError
 from .intake import Outcome, prepare
@@ -244,22 +244,11 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         account = bytes.fromhex(_hex32(account_id, "accountId")[2:])
         return await run_in_threadpool(svc(request).account_view, account)
 
-    async def caller(request: Request, raw: bytes):
-        s = svc(request)
-        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return await run_in_threadpool(
-            authenticate, request.headers, request.method, path, raw,
-            separator=s.separator, city_admin=s.city_admin, sessions=s.reads, skew=settings.clock_skew_seconds,
-        )
-
     @app.put("/v1/accounts/{account_id}/profile", tags=["accounts"], responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, **ERRORS})
-    async def put_profile(account_id: str, request: Request) -> dict[str, Any]:
+    async def put_profile(account_id: str, s: ServiceDep, who: SignedCaller, body: JsonBody) -> dict[str, Any]:
         """Set an account's registered location and professional qualification (signed request of the
         administrator of the account's district, or the city's)."""
-        raw = await request.body()
-        who = await caller(request, raw)
-        body = await _body_of(raw, settings.max_body_bytes)
-        return await run_in_threadpool(svc(request).set_profile, who, _hex32(account_id, "accountId"), body)
+        return await run_in_threadpool(s.set_profile, who, _hex32(account_id, "accountId"), body)
 
     @app.post(
         "/v1/admin/commands",
@@ -274,5 +263,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         s = svc(request)
         body = await _body(request, settings.max_body_bytes)
         return await run_in_threadpool(s.relay_command, body)
+
+    # routers of the time-bank flows (api/routes/)
 
     return app

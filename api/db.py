@@ -157,6 +157,71 @@ class FollowerState(Base):
     block_hash: Mapped[str] = mapped_column(HEX32)
 
 
+# ----- people and supervision (off chain; the chain knows only account ids) ------------------------
+
+
+class Person(Base):
+    """A person behind an account: personal data stays here, never on chain. The ID number is kept only
+    as a salted hash (`salt$sha256`). `category` is the eligibility of an elderly person for monthly
+    grants (`80_alone`, `60_79_low_income`, `60_79_disabled`, `60_79_alone`, `rural_left_behind`), or null."""
+
+    __tablename__ = "persons"
+
+    account: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    card_number: Mapped[str] = mapped_column(String(64), unique=True)
+    district: Mapped[int] = mapped_column(BigInteger)
+    name: Mapped[str] = mapped_column(String(200))
+    id_number_hash: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    address: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    lon: Mapped[float | None] = mapped_column(Float, nullable=True)
+    category: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    qualifications: Mapped[str] = mapped_column(Text, default="[]")  # JSON list: doctor, nurse, care_worker, lawyer
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_persons_district_category", "district", "category"),)
+
+
+class GroupMember(Base):
+    """A member of a group volunteer account (团体志愿者)."""
+
+    __tablename__ = "group_members"
+
+    group_account: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    member_account: Mapped[str] = mapped_column(HEX32, primary_key=True)
+
+
+class MonthlyGrant(Base):
+    """One monthly grant to an eligible person: at most one per account and month (`YYYY-MM`)."""
+
+    __tablename__ = "monthly_grants"
+
+    account: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    period: Mapped[str] = mapped_column(String(7), primary_key=True)
+    minutes: Mapped[int] = mapped_column(BigInteger)
+    tx_hash: Mapped[str] = mapped_column(HEX32)
+    granted_at: Mapped[float] = mapped_column(Float)
+
+
+class HomeCareVisit(Base):
+    """A subsidised home-care visit imported from the home-care system, for the comparison (居家服务订单比对)."""
+
+    __tablename__ = "homecare_visits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    import_id: Mapped[str] = mapped_column(String(64))
+    recipient_card: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(HEX32)
+    start_time: Mapped[int] = mapped_column(BigInteger)
+    end_time: Mapped[int] = mapped_column(BigInteger)
+    provider: Mapped[str] = mapped_column(String(200))
+    imported_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_homecare_recipient_time", "recipient", "start_time"),)
+
+
 def make_engine(url: str, *, writer: bool = True) -> Engine:
     """An engine for `url`. On SQLite, a writer engine begins its transactions with BEGIN IMMEDIATE
     (the write lock is taken up front, so a read-then-write transaction never fails to upgrade); a reader

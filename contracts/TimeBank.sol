@@ -325,34 +325,70 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
         info.anchoredAtBlock = uint64(block.number);
         _batchRoots[batchId] = root;
 
-        for (uint256 offset = 0; offset < deltas.length; offset += DELTA_SIZE) {
-            bytes32 id;
-            uint256 earned;
-            uint256 received;
-            uint256 spent;
-            assembly ("memory-safe") {
-                id := calldataload(add(deltas.offset, offset))
-                let amounts := calldataload(add(deltas.offset, add(offset, 32)))
-                earned := shr(224, amounts)
-                received := and(shr(192, amounts), 0xffffffff)
-                spent := and(shr(160, amounts), 0xffffffff)
-            }
-            _applyDelta(id, earned, received, spent);
-        }
+        _applyDeltas(deltas);
         emit BatchAnchored(batchId, root, count);
     }
 
-    function _applyDelta(bytes32 id, uint256 earned, uint256 received, uint256 spent) private {
-        Account memory a = _accounts[id];
-        _requireActive(id, a.status);
-        int64 balance = a.balance + int64(uint64(earned + received));
-        if (spent != 0) {
-            if (balance < int64(uint64(spent))) revert TimeBankInsufficientBalance(id, balance, uint64(spent));
-            balance -= int64(uint64(spent));
+    /**
+     * @dev The per-account loop of `anchorBatch`, in assembly because it is where the gas of a batch goes:
+     * each account's slot (the `Account` struct: district 0-31, kind 32-39, status 40-47, balance 48-111,
+     * earned 112-175) is read once and written once, with the same checks and custom errors as
+     * `_requireActive` and the balance rule of `anchorBatch`, and checked int64/uint64 ranges.
+     */
+    function _applyDeltas(bytes calldata deltas) private {
+        bytes4 unknownAccount = TimeBankUnknownAccount.selector;
+        bytes4 notActive = TimeBankAccountNotActive.selector;
+        bytes4 insufficient = TimeBankInsufficientBalance.selector;
+        assembly ("memory-safe") {
+            mstore(32, _accounts.slot) // the mapping's slot stays in scratch space for every key's hash
+            let end := add(deltas.offset, deltas.length)
+            for { let at := deltas.offset } lt(at, end) { at := add(at, 44) } {
+                let id := calldataload(at)
+                let amounts := calldataload(add(at, 32))
+                let earned := shr(224, amounts)
+                let spent := and(shr(160, amounts), 0xffffffff)
+                mstore(0, id)
+                let slot := keccak256(0, 64)
+                let word := sload(slot)
+                let status := and(shr(40, word), 0xff)
+                if iszero(eq(status, 1)) {
+                    let p := mload(0x40)
+                    if iszero(status) {
+                        mstore(p, unknownAccount)
+                        mstore(add(p, 4), id)
+                        revert(p, 36)
+                    }
+                    mstore(p, notActive)
+                    mstore(add(p, 4), id)
+                    mstore(add(p, 36), status)
+                    revert(p, 68)
+                }
+                // balance after credits (earned + received), as a signed 256-bit value
+                let bal := add(signextend(7, shr(48, word)), add(earned, and(shr(192, amounts), 0xffffffff)))
+                if spent {
+                    if slt(bal, spent) {
+                        let p := mload(0x40)
+                        mstore(p, insufficient)
+                        mstore(add(p, 4), id)
+                        mstore(add(p, 36), bal)
+                        mstore(add(p, 68), spent)
+                        revert(p, 100)
+                    }
+                    bal := sub(bal, spent)
+                }
+                let total := add(and(shr(112, word), 0xffffffffffffffff), earned)
+                if or(sgt(bal, 0x7fffffffffffffff), gt(total, 0xffffffffffffffff)) {
+                    mstore(0, shl(224, 0x4e487b71)) // Panic(0x11): arithmetic overflow, as checked code does
+                    mstore(4, 0x11)
+                    revert(0, 36)
+                }
+                word := or(
+                    and(word, not(shl(48, 0xffffffffffffffffffffffffffffffff))),
+                    or(shl(48, and(bal, 0xffffffffffffffff)), shl(112, total))
+                )
+                sstore(slot, word)
+            }
         }
-        a.balance = balance;
-        a.earned += uint64(earned);
-        _accounts[id] = a;
     }
 
     // =====================================================================================================

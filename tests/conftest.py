@@ -212,3 +212,34 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return url
     template = request.getfixturevalue("postgres_migrated_template")
     return _postgres_database(request.getfixturevalue("postgres_url"), template)
+
+
+# ---------------------------------------------------------------------------
+# Contract tests (tests/test_contract_*.py): a `Bank` over the session's
+# TimeBank and a small registered town (tests/utils/town.py), set up once per
+# module inside its own evm snapshot; each test gets it inside `chain_snapshot`.
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def bank(w3: Web3, timebank: Contract, keys: DevKeys):
+    from tests.utils.chain import Bank
+
+    return Bank(w3=w3, contract=timebank, city_key=bytes(keys.city_admin.key), relayer=keys.relayer.address)
+
+
+@pytest.fixture(scope="module")
+def town_setup(w3: Web3, bank, keys: DevKeys):
+    """The town, registered once for the module and reverted when the module ends."""
+    from tests.utils.town import build_town
+
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    yield build_town(bank, keys)
+    reverted = w3.provider.make_request("evm_revert", [snapshot])
+    assert reverted.get("result") is True, f"evm_revert({snapshot}) answered {reverted}"
+
+
+@pytest.fixture
+def town(town_setup, chain_snapshot):
+    """The module's town, for one test whose chain changes are reverted after it."""
+    return town_setup

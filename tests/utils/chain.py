@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import secrets
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
@@ -205,7 +206,9 @@ def expect_revert(
     failure; that receipt is returned (so a test can check that the failed transaction changed nothing)."""
     got_name, got_args = decode_error(bank.contract.abi, revert_data(bank, fn, sender))
     types = next(
-        [_canonical_type(i) for i in e["inputs"]] for e in bank.contract.abi if e.get("type") == "error" and e["name"] == error
+        [_canonical_type(i) for i in e["inputs"]]
+        for e in bank.contract.abi
+        if e.get("type") == "error" and e["name"] == error
     )
     assert len(args) == len(types), f"{error} takes {len(types)} arguments, test gave {len(args)}"
     want = tuple(_normalise(t, a) for t, a in zip(types, args))
@@ -295,7 +298,13 @@ def remove_station(bank: Bank, station: str, *, key: bytes | None = None, nonce:
 
 
 def register_account(
-    bank: Bank, account: bytes, district: int, kind: int = KIND_VOLUNTEER, *, key: bytes | None = None, nonce: int | None = None
+    bank: Bank,
+    account: bytes,
+    district: int,
+    kind: int = KIND_VOLUNTEER,
+    *,
+    key: bytes | None = None,
+    nonce: int | None = None,
 ):
     message = {"account": account, "district": district, "kind": kind, "nonce": new_nonce() if nonce is None else nonce}
     return send_command(bank, "RegisterAccount", message, key or bank.city_key)
@@ -308,8 +317,15 @@ def set_status(
     return send_command(bank, "SetAccountStatus", message, key or bank.city_key)
 
 
-def grant(bank: Bank, account: bytes, minutes: int, *, reason: int = 1, key: bytes | None = None, nonce: int | None = None):
-    message = {"account": account, "minutes": minutes, "reason": reason, "nonce": new_nonce() if nonce is None else nonce}
+def grant(
+    bank: Bank, account: bytes, minutes: int, *, reason: int = 1, key: bytes | None = None, nonce: int | None = None
+):
+    message = {
+        "account": account,
+        "minutes": minutes,
+        "reason": reason,
+        "nonce": new_nonce() if nonce is None else nonce,
+    }
     return send_command(bank, "Grant", message, key or bank.city_key)
 
 

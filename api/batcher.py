@@ -39,6 +39,7 @@ def _fault(point: str) -> None:
 
 
 IN_FLIGHT = ("pending", "sent")
+RESEND_AFTER_SECONDS = 3.0
 
 
 def pack_deltas(orders: list[db.Order]) -> bytes:
@@ -103,6 +104,7 @@ class Batcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.max_in_flight = 4
+        self._last_sent: dict[int, float] = {}  # transaction id -> when it was last broadcast
         self.on_change = lambda: None  # called after orders were rejected
 
     # ----- loop -----------------------------------------------------------------------------------
@@ -142,8 +144,14 @@ class Batcher:
     # ----- steps ----------------------------------------------------------------------------------
 
     def recover(self) -> None:
-        """After a restart: resend what was recorded and not mined (same transaction, same nonce)."""
-        self.sender.rebroadcast_pending()
+        """After a restart: the commands' transactions recorded and not mined are sent again as recorded
+        (the batches' ones are, by `settle`), then the batches recorded without a transaction."""
+        for row in self.sender.unmined():
+            if not row.purpose.startswith("batch:") and self.chain.receipt(row.tx_hash) is None:
+                try:
+                    self.sender.resend(row)
+                except BroadcastRefused as exc:
+                    log.error("the node refuses command transaction %s: %s", row.tx_hash, exc)
         self.send_lonely()
 
     def send_lonely(self) -> None:
@@ -157,32 +165,50 @@ class Batcher:
             self._send(batch.id)
 
     def settle(self) -> None:
-        """Looks at the receipts of batches in flight: a reverted one is failed and its orders queued again."""
+        """Looks at the transactions of batches in flight. Not mined after a while: sent again as recorded
+        (the node may never have had it); refused by the node: the batch goes back to be sent anew.
+        Reverted: the batch is failed and its orders are batched again."""
         with self.sessions() as session:
             rows = session.execute(
-                select(db.Batch.id, db.Transaction.tx_hash)
+                select(db.Batch.id, db.Transaction)
                 .join(db.Transaction, db.Batch.tx_id == db.Transaction.id)
                 .where(db.Batch.status == "sent")
             ).all()
-        for batch_id, tx_hash in rows:
-            receipt = self.chain.receipt(tx_hash)
-            if receipt is None or receipt["status"] == 1:
-                continue  # not mined yet, or mined: the follower marks it anchored when confirmed
+        for batch_id, tx in rows:
+            receipt = self.chain.receipt(tx.tx_hash)
+            if receipt is None:
+                if time.monotonic() - self._last_sent.get(tx.id, 0.0) > RESEND_AFTER_SECONDS:
+                    self._last_sent[tx.id] = time.monotonic()
+                    try:
+                        self.sender.resend(tx)
+                    except BroadcastRefused as exc:
+                        log.error("the node refuses batch %s's transaction (%s); it is sent anew", batch_id, exc)
+                        self._unsend(batch_id)
+                continue
+            self._last_sent.pop(tx.id, None)
             with self.sessions() as session, session.begin():
+                session.execute(
+                    update(db.Transaction)
+                    .where(db.Transaction.id == tx.id, db.Transaction.status == "sent")
+                    .values(status="mined" if receipt["status"] == 1 else "reverted", block_number=receipt["blockNumber"])
+                )
+                if receipt["status"] == 1:
+                    continue  # the follower marks the batch anchored once confirmed
                 batch = session.get(db.Batch, batch_id)
                 if batch.status != "sent":
                     continue
                 batch.status = "failed"
-                batch.error = f"transaction {tx_hash} reverted"
-                session.execute(
-                    update(db.Transaction).where(db.Transaction.tx_hash == tx_hash).values(status="reverted")
-                )
+                batch.error = f"transaction {tx.tx_hash} reverted"
                 session.execute(
                     update(db.Order)
                     .where(db.Order.batch_id == batch_id, db.Order.status == "accepted")
                     .values(batch_id=None, leaf_index=None)
                 )
             log.warning("batch %s reverted on chain; its orders are batched again", batch_id)
+
+    def _unsend(self, batch_id: int) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=None, status="pending"))
 
     def step(self) -> bool:
         """Makes and sends one batch when one is due; returns whether it did."""
@@ -281,7 +307,7 @@ class Batcher:
             self.sender.committed(row)
         except BroadcastRefused as exc:
             log.error("the node refused batch %s's transaction (%s); it is sent again later", batch_id, exc)
-            with self.sessions() as session, session.begin():
-                session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=None, status="pending"))
+            self._unsend(batch_id)
             return
+        self._last_sent[row.id] = time.monotonic()
         _fault("tx_broadcast")

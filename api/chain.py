@@ -63,6 +63,28 @@ def _hex(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class OrderVerification:
+    """What the contract's `verifyOrder` view found (ITimeBank.OrderVerification), check by check."""
+
+    digest: str
+    signer: str
+    signed_by_station: bool
+    included: bool
+    station_active: bool
+    revoked: bool
+    valid: bool
+
+
+@dataclass(frozen=True)
+class ChainBatch:
+    """`getBatch(batchId)`: all zero for an unknown id."""
+
+    root: str
+    count: int
+    anchored_at_block: int
+
+
+@dataclass(frozen=True)
 class ChainAccount:
     district: int
     kind: int
@@ -159,11 +181,31 @@ class Chain:
     def city_admin(self) -> str:
         return self._rpc(lambda: self.contract.functions.cityAdmin().call()).lower()
 
-    def get_account(self, account: bytes) -> ChainAccount:
-        return ChainAccount(*self._rpc(lambda: self.contract.functions.getAccount(account).call()))
+    def get_account(self, account: bytes, block: int | str = "latest") -> ChainAccount:
+        return ChainAccount(*self._rpc(lambda: self.contract.functions.getAccount(account).call(block_identifier=block)))
 
-    def star_level(self, account: bytes) -> int:
-        return self._rpc(lambda: self.contract.functions.starLevel(account).call())
+    def star_level(self, account: bytes, block: int | str = "latest") -> int:
+        return self._rpc(lambda: self.contract.functions.starLevel(account).call(block_identifier=block))
+
+    def get_batch(self, batch_id: int, block: int | str = "latest") -> ChainBatch:
+        root, count, at_block = self._rpc(lambda: self.contract.functions.getBatch(batch_id).call(block_identifier=block))
+        return ChainBatch(_hex(root), count, at_block)
+
+    def verify_order(
+        self,
+        order: tuple,
+        signature: bytes,
+        station: bytes,
+        batch_id: int,
+        proof: list[bytes],
+        block: int | str = "latest",
+    ) -> OrderVerification:
+        """The contract's `verifyOrder(order, signature, station, batchId, proof)` view (never reverts on
+        bad input): `order` is the ServiceOrder ABI tuple, `station` 20 bytes, `proof` of 32-byte nodes."""
+        call = self.contract.functions.verifyOrder(order, signature, Web3.to_checksum_address(station), batch_id, proof)
+        v = self._rpc(lambda: call.call(block_identifier=block))
+        digest, signer, signed, included, active, revoked, valid = v
+        return OrderVerification(_hex(digest), signer.lower(), signed, included, active, revoked, valid)
 
     def batch_id_of_root(self, root: bytes) -> int:
         return self._rpc(lambda: self.contract.functions.batchIdOfRoot(root).call())
@@ -196,8 +238,10 @@ class Chain:
 class TxSender:
     """The one sender of the relayer's transactions. It owns the nonce: every transaction is signed and
     recorded in the database (in the caller's transaction, so the record and the reason for it commit
-    together) before it is broadcast; a restart re-broadcasts what the chain has not mined, with the same
-    nonce, so nothing is lost and nothing is sent twice."""
+    together) before it is broadcast; what the chain has not mined is re-broadcast as recorded (same
+    nonce, same hash), so nothing is lost and nothing is sent twice. A transaction the node refuses
+    outright is marked `refused` and its nonce is the first one given out again, so no gap blocks the
+    transactions after it."""
 
     def __init__(self, chain: Chain, private_key: bytes, sessions: sessionmaker):
         self.chain = chain
@@ -205,46 +249,49 @@ class TxSender:
         self.address = self.account.address.lower()
         self.sessions = sessions
         self._lock = threading.Lock()
-        self._next_nonce: int | None = None
 
-    def _sync_nonce(self, session: Session) -> int:
-        chain_nonce = self.chain._rpc(
-            lambda: self.chain.w3.eth.get_transaction_count(self.account.address, "pending")
-        )
-        recorded = session.scalar(
-            select(func.max(db.Transaction.nonce)).where(
-                db.Transaction.sender == self.address, db.Transaction.status != "refused"
+    def _free_nonce(self, session: Session) -> int:
+        """The lowest nonce the chain has not mined and no recorded, unrefused transaction holds."""
+        mined = self.chain._rpc(lambda: self.chain.w3.eth.get_transaction_count(self.account.address, "latest"))
+        held = set(
+            session.scalars(
+                select(db.Transaction.nonce).where(
+                    db.Transaction.sender == self.address,
+                    db.Transaction.status == "sent",
+                    db.Transaction.nonce >= mined,
+                )
             )
         )
-        return max(chain_nonce, -1 if recorded is None else recorded + 1)
+        nonce = mined
+        while nonce in held:
+            nonce += 1
+        return nonce
 
     def record(self, session: Session, fn_call, purpose: str, gas: int) -> db.Transaction:
-        """Signs `fn_call` with the next nonce and adds its record to `session`; the caller commits, then
-        calls `broadcast`. Holds the nonce lock until `release` (called by broadcast or on rollback)."""
+        """Signs `fn_call` with the next free nonce and adds its record to `session`; the caller commits,
+        then calls `committed` (or `abandoned` when it rolls back). Holds the nonce lock until then."""
         self._lock.acquire()
         try:
-            if self._next_nonce is None:
-                self._next_nonce = self._sync_nonce(session)
+            nonce = self._free_nonce(session)
             tx = fn_call.build_transaction(
-                {
-                    "from": self.account.address,
-                    "nonce": self._next_nonce,
-                    "gas": gas,
-                    "chainId": self.chain.chain_id,
-                    **self.chain.fees(),
-                }
+                {"from": self.account.address, "nonce": nonce, "gas": gas, "chainId": self.chain.chain_id, **self.chain.fees()}
             )
             signed = self.account.sign_transaction(tx)
-            row = db.Transaction(
-                sender=self.address,
-                nonce=self._next_nonce,
-                tx_hash="0x" + bytes(signed.hash).hex(),
-                raw="0x" + bytes(signed.raw_transaction).hex(),
-                purpose=purpose,
-                status="sent",
-                created_at=time.time(),
-            )
-            session.add(row)
+            tx_hash = "0x" + bytes(signed.hash).hex()
+            row = session.scalar(select(db.Transaction).where(db.Transaction.tx_hash == tx_hash))
+            if row is not None:  # the same transaction, refused before: signing is deterministic
+                row.status, row.purpose = "sent", purpose
+            else:
+                row = db.Transaction(
+                    sender=self.address,
+                    nonce=nonce,
+                    tx_hash=tx_hash,
+                    raw="0x" + bytes(signed.raw_transaction).hex(),
+                    purpose=purpose,
+                    status="sent",
+                    created_at=time.time(),
+                )
+                session.add(row)
             session.flush()
             return row
         except BaseException:
@@ -252,23 +299,25 @@ class TxSender:
             raise
 
     def committed(self, row: db.Transaction) -> None:
-        """The record is durable: broadcast it, then release the nonce lock. A transaction the node
-        refuses outright (not merely unreachable) is marked `refused` and its nonce used again, so no gap
-        is left; `BroadcastRefused` tells the caller."""
+        """The record is durable: broadcast it, then release the nonce lock. Raises `BroadcastRefused`
+        when the node refuses it outright (the record is then marked `refused`)."""
         try:
-            refusal = self.broadcast(row)
-            if refusal is None:
-                self._next_nonce = row.nonce + 1
-                return
-            with self.sessions() as session, session.begin():
-                session.execute(update(db.Transaction).where(db.Transaction.id == row.id).values(status="refused"))
-            raise BroadcastRefused(refusal)
+            self.resend(row)
         finally:
             self._lock.release()
 
     def abandoned(self) -> None:
         """The caller rolled back: nothing was recorded, the nonce stays free."""
         self._lock.release()
+
+    def resend(self, row: db.Transaction) -> None:
+        """Broadcasts a recorded transaction. An unreachable node is no error (it is sent again later);
+        a refusal marks the record `refused` and raises `BroadcastRefused`."""
+        refusal = self.broadcast(row)
+        if refusal is not None:
+            with self.sessions() as session, session.begin():
+                session.execute(update(db.Transaction).where(db.Transaction.id == row.id).values(status="refused"))
+            raise BroadcastRefused(refusal)
 
     def broadcast(self, row: db.Transaction) -> str | None:
         """Sends the recorded raw transaction; returns the node's refusal, or None when it has it (or is
@@ -296,14 +345,18 @@ class TxSender:
         self.committed(row)
         return row
 
-    def rebroadcast_pending(self) -> None:
+    def unmined(self, older_than: float = 0.0) -> list[db.Transaction]:
+        """Recorded transactions still `sent` (not known mined), recorded more than `older_than` s ago."""
         with self.sessions() as session:
-            rows = session.scalars(
-                select(db.Transaction).where(db.Transaction.sender == self.address, db.Transaction.status == "sent")
-            ).all()
-        for row in rows:
-            if self.chain.receipt(row.tx_hash) is None:
-                self.broadcast(row)
+            return list(
+                session.scalars(
+                    select(db.Transaction).where(
+                        db.Transaction.sender == self.address,
+                        db.Transaction.status == "sent",
+                        db.Transaction.created_at < time.time() - older_than,
+                    )
+                )
+            )
 
     def wait(self, tx_hash: str, timeout: float, poll: float = 0.1) -> dict:
         deadline = time.monotonic() + timeout

@@ -53,7 +53,7 @@ class Follower:
             if state is None:
                 state = db.FollowerState(id=1, contract=self.chain.address.lower(), block_number=self.start_block - 1, block_hash="0x")
                 session.add(state)
-            elif state.block_number > target or (
+            elif state.block_number > head or (
                 state.block_hash != "0x" and self.chain.block_hash(state.block_number) != state.block_hash
             ):
                 self._chain_reset(session, state)

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export ETH_HASH_BACKEND := pysha3
 export HARDHAT_DISABLE_TELEMETRY_PROMPT := true
 
-.PHONY: setup postgres-server compile chain stop status deploy run test clean clean-chain
+.PHONY: setup test-tools compile chain stop status deploy run test clean clean-chain
 .NOTPARALLEL:
 
 setup: $(VENV)/.installed node_modules/.installed
@@ -28,18 +28,24 @@ node_modules/.installed: package.json package-lock.json
 	npm install --no-audit --no-fund
 	touch $@
 
-# The store's tests run on PostgreSQL too, on a cluster they start themselves (scripts/postgres.py) from
-# Debian's server binaries: installed here when missing (as root, or through sudo), otherwise nothing.
-postgres-server:
-	@for bindir in "$$(pg_config --bindir 2>/dev/null)" /usr/lib/postgresql/*/bin; do \
+# Debian packages the tests use, installed here when missing (as root, or through sudo), else nothing:
+# PostgreSQL's server (the store's tests start their own cluster, scripts/postgres.py), poppler-utils and
+# zbar-tools (the certificate test renders the PDF and decodes its QR code).
+test-tools:
+	@missing=; \
+	pg=; for bindir in "$$(pg_config --bindir 2>/dev/null)" /usr/lib/postgresql/*/bin; do \
 		if command -v "$$bindir/initdb" >/dev/null && command -v "$$bindir/pg_ctl" >/dev/null \
-			&& command -v "$$bindir/postgres" >/dev/null; then exit 0; fi; \
+			&& command -v "$$bindir/postgres" >/dev/null; then pg=1; fi; \
 	done; \
-	command -v apt-get >/dev/null || { echo "PostgreSQL server missing and no apt-get: install it (initdb, pg_ctl)" >&2; exit 1; }; \
+	[ -n "$$pg" ] || missing="$$missing postgresql"; \
+	command -v pdftoppm >/dev/null || missing="$$missing poppler-utils"; \
+	command -v zbarimg >/dev/null || missing="$$missing zbar-tools"; \
+	[ -z "$$missing" ] && exit 0; \
+	command -v apt-get >/dev/null || { echo "missing:$$missing, and no apt-get to install them" >&2; exit 1; }; \
 	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	echo "PostgreSQL server missing: installing Debian's postgresql"; \
+	echo "installing Debian's$$missing"; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q \
-		&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql
+		&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
 
 compile: setup
 	$(PY) -m scripts.compile
@@ -65,7 +71,7 @@ run: setup compile chain deploy
 		echo "The chain keeps running on http://127.0.0.1:$${TIMEBANK_ANVIL_PORT:-8545}; make stop stops it."; \
 	fi
 
-test: setup compile postgres-server
+test: setup compile test-tools
 	$(PY) -m pytest
 
 # Build outputs only: the chain (node/data/) and its deployment record stay.

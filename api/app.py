@@ -20,6 +20,9 @@ from .deps import JsonBody, ServiceDep, SignedCaller
 from .chain import ChainUnavailable
 from .errors import CATALOGUE, ApiError
 from .intake import Outcome, prepare
+from .routes import audit as audit_routes
+from .routes import certificates as certificates_routes
+from .routes import people as people_routes
 from .service import Service
 from .settings import Settings, get_settings
 
@@ -265,5 +268,8 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         return await run_in_threadpool(s.relay_command, body)
 
     # routers of the time-bank flows (api/routes/)
+    app.include_router(people_routes.router)
+    app.include_router(audit_routes.router)
+    app.include_router(certificates_routes.router)
 
     return app

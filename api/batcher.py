@@ -162,7 +162,11 @@ class Batcher:
         for batch in lonely:
             if self.chain.batch_id_of_root(bytes.fromhex(batch.root[2:])) != 0:
                 continue  # it landed: the follower marks it anchored
-            self._send(batch.id)
+            try:
+                self._send(batch.id)
+            except ContractRevert as revert:  # the chain changed since it was recorded: make it anew
+                log.warning("recorded batch %s is refused now (%s); its orders are batched again", batch.id, revert)
+                self._fail(batch.id, f"refused before sending: {revert}")
 
     def settle(self) -> None:
         """Looks at the transactions of batches in flight. Not mined after a while: sent again as recorded
@@ -194,17 +198,22 @@ class Batcher:
                 )
                 if receipt["status"] == 1:
                     continue  # the follower marks the batch anchored once confirmed
-                batch = session.get(db.Batch, batch_id)
-                if batch.status != "sent":
-                    continue
-                batch.status = "failed"
-                batch.error = f"transaction {tx.tx_hash} reverted"
-                session.execute(
-                    update(db.Order)
-                    .where(db.Order.batch_id == batch_id, db.Order.status == "accepted")
-                    .values(batch_id=None, leaf_index=None)
-                )
+            self._fail(batch_id, f"transaction {tx.tx_hash} reverted")
             log.warning("batch %s reverted on chain; its orders are batched again", batch_id)
+
+    def _fail(self, batch_id: int, error: str) -> None:
+        """The batch will not be anchored as recorded: its orders go back to the queue."""
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(db.Batch)
+                .where(db.Batch.id == batch_id, db.Batch.status.in_(IN_FLIGHT))
+                .values(status="failed", error=error)
+            )
+            session.execute(
+                update(db.Order)
+                .where(db.Order.batch_id == batch_id, db.Order.status == "accepted")
+                .values(batch_id=None, leaf_index=None)
+            )
 
     def _unsend(self, batch_id: int) -> None:
         with self.sessions() as session, session.begin():
@@ -263,15 +272,18 @@ class Batcher:
     def _record_and_send(self, orders: list[db.Order], tree: protocol.MerkleTree, deltas: bytes, gas: int) -> None:
         with self.sessions() as session:
             with session.begin():
-                batch = db.Batch(
-                    root=protocol.to_hex(tree.root),
-                    count=len(orders),
-                    deltas=deltas.hex(),
-                    tree=json.dumps([node.hex() for node in tree.tree]),
-                    status="pending",
-                    created_at=time.time(),
-                )
-                session.add(batch)
+                root = protocol.to_hex(tree.root)
+                batch = session.scalar(select(db.Batch).where(db.Batch.root == root, db.Batch.status == "failed"))
+                if batch is None:
+                    batch = db.Batch(root=root)
+                    session.add(batch)
+                # a failed batch made again of the same orders has the same root: its record is reused
+                batch.count = len(orders)
+                batch.deltas = deltas.hex()
+                batch.tree = json.dumps([node.hex() for node in tree.tree])
+                batch.status = "pending"
+                batch.tx_id = batch.chain_batch_id = batch.tx_hash = batch.block_number = batch.block_hash = None
+                batch.created_at = time.time()
                 session.flush()
                 for position, o in enumerate(orders):
                     session.execute(

@@ -20,6 +20,8 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "malformed_details": (400, "details is not a valid details object"),
     "unknown_type": (400, "unknown command type"),
     "too_many_items": (400, "a bulk request holds more items than allowed"),
+    "malformed_csv": (400, "a CSV body is not the expected table; the message names the line"),
+    "malformed_certificate": (400, "the body is not a service-record certificate (format, fields or their types)"),
     # signatures and stations
     "bad_signature": (400, "the signature is malformed, high-s, or recovers no key"),
     "station_unknown": (403, "the order's signer is not a registered station"),
@@ -49,6 +51,12 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "order_not_anchored": (409, "the order is not anchored yet"),
     "nonce_used": (409, "the signer already used this nonce"),
     "command_refused": (422, "the contract refused the command"),
+    # people and grants (api/people.py)
+    "person_exists": (409, "a person with this card number is already registered"),
+    "already_granted": (409, "the account's monthly grant of this period is already recorded"),
+    "not_eligible": (422, "a monthly grant to a person with no eligibility category"),
+    "account_wrong_kind": (422, "the account is not of the kind this needs (a group, a volunteer member)"),
+    "account_mismatch": (422, "the person's district or kind differs from the account's on chain"),
     # lookups
     "not_found": (404, "no such resource"),
     # the chain

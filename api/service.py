@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
-from . import db, protocol
+from . import db, people, protocol
 from .batcher import Batcher
 from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert, TxSender
 from .errors import ApiError
@@ -238,12 +238,7 @@ class Service:
         be near it) and whether the person holds a professional qualification (service type 9)."""
         if not isinstance(body, dict) or set(body) - {"location", "qualified"}:
             raise ApiError("invalid_request", "expected an object with location {lat, lon} or null, and qualified")
-        location, qualified = body.get("location"), body.get("qualified", False)
-        if location is not None:
-            if not isinstance(location, dict) or set(location) != {"lat", "lon"} or not all(
-                isinstance(location[k], (int, float)) and not isinstance(location[k], bool) for k in ("lat", "lon")
-            ) or not (-90 <= location["lat"] <= 90 and -180 <= location["lon"] <= 180):
-                raise ApiError("invalid_request", "location: expected {lat, lon} in range, or null")
+        location, qualified = parse_location(body.get("location")), body.get("qualified", False)
         if not isinstance(qualified, bool):
             raise ApiError("invalid_request", "qualified: expected a boolean")
         with self.sessions() as session, session.begin():
@@ -252,11 +247,22 @@ class Service:
                 raise ApiError("not_found", f"no account {account}")
             if not caller.administers(row.district):
                 raise ApiError("forbidden", f"{caller.address} does not administer district {row.district}")
-            row.lat = None if location is None else float(location["lat"])
-            row.lon = None if location is None else float(location["lon"])
-            row.qualified = qualified
+            self.write_profile(session, account, location=location, qualified=qualified)
         self.writer.cache.invalidate()
         return {"account": account, "location": location, "qualified": qualified}
+
+    def write_profile(self, session, account: str, *, location: dict | None, qualified: bool, district: int = 0, kind: int = 0) -> None:
+        """Writes the profile the order checks read (`accounts.lat`, `lon`, `qualified`) in the caller's
+        transaction. Before the chain registers the account, a row of status 0 holds it (with `district`
+        and `kind`; the follower fills in the chain's part). The caller invalidates the writer's cache
+        after its commit."""
+        row = session.get(db.Account, account)
+        if row is None:
+            row = db.Account(account=account, district=district, kind=kind, status=0, balance=0, earned=0)
+            session.add(row)
+        row.lat = None if location is None else float(location["lat"])
+        row.lon = None if location is None else float(location["lon"])
+        row.qualified = qualified
 
     # ----- admin commands -------------------------------------------------------------------------
 
@@ -275,6 +281,14 @@ class Service:
         except protocol.ProtocolError as exc:
             raise ApiError(exc.code, exc.message) from None
         args = self._command_args(kind, message, signer)
+        # a monthly grant (api/people.py) is refused when the period's grant is recorded, and recorded after
+        with people.monthly_grant_claim(self, kind, message) as claim:
+            answer = self._relay(kind, args, signature, signer)
+            claim.record(answer["txHash"])
+        return answer
+
+    def _relay(self, kind: str, args: list[Any], signature: bytes, signer: str) -> dict[str, Any]:
+        """Simulates, sends and waits for a checked command's transaction, then for the mirror to apply it."""
         fn = getattr(self.chain.contract.functions, COMMAND_FUNCTIONS[kind])
         call = fn(*args[:1], signature, *args[1:])
         try:
@@ -342,6 +356,18 @@ class Service:
             order = protocol.ServiceOrder.from_json(order_json(row))
             return [struct, order.as_tuple(), _b(row.station), batch.chain_batch_id, proof]
         return [struct]
+
+
+def parse_location(location: Any) -> dict | None:
+    """A registered location `{lat, lon}` in range, or None."""
+    if location is not None and (
+        not isinstance(location, dict)
+        or set(location) != {"lat", "lon"}
+        or not all(isinstance(location[k], (int, float)) and not isinstance(location[k], bool) for k in ("lat", "lon"))
+        or not (-90 <= location["lat"] <= 90 and -180 <= location["lon"] <= 180)
+    ):
+        raise ApiError("invalid_request", "location: expected {lat, lon} in range, or null")
+    return location
 
 
 def order_json(row: db.Order) -> dict[str, Any]:

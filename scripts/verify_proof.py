@@ -28,6 +28,29 @@ shows everything that is wrong, and the exit status names the first failed step:
 
   0 verified; 1..5 the first failed step; 6 malformed bundle or unusable RPC (step 0, or the RPC failing
   midway); 64 bad command line.
+
+Batch mode: a whole batch, as the service lists it (`GET /v1/batches/{id}`, format `timebank-batch/1`),
+recomputed and compared with the chain, so that minutes moved without an order that justifies them are
+caught:
+
+    timebank-verify --batch ID --api http://service:8000 --rpc-url http://your-node:8545 [--contract 0x...]
+
+  0. the listing is well formed; the RPC's chain id is the listing's `domain.chainId`; the contract (which
+     must be `--contract` when given) has code;
+  1. every order: the EIP-712 digest recomputed from domain and order is the listed `digest`, and its
+     `signature` recovers the listed `station`;
+  2. every order's leaf recomputed is the listed `leaf`; the standard Merkle tree over the recomputed leaves
+     has the listed `root`, and `count` is the number of orders;
+  3. `getBatch(id)` returns the recomputed root, the count and `blockNumber`; the receipt of `txHash`
+     succeeded in `blockNumber` / `blockHash` and holds `BatchAnchored(id, root, count)`;
+  4. the anchoring transaction's calldata (`eth_getTransactionByHash` input) is
+     `anchorBatch(bytes32 root, uint32 count, bytes deltas)` to the contract with the recomputed root and
+     count, and its `deltas` move, per account, exactly the minutes the orders justify: 44 bytes per
+     account, `account ‖ earned uint32 ‖ received uint32 ‖ spent uint32`, the volunteer credited `earned`
+     (`received` for a transfer, service type 100) and the payer debited `spent`; compared per account,
+     whatever the order of the entries. The listing's own `amounts` must say the same.
+
+Exit status as for a bundle: 0 verified, 1..4 the first failed step, 6 unusable listing, API or RPC.
 """
 
 from __future__ import annotations
@@ -38,7 +61,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
@@ -425,6 +448,320 @@ def _revocation(rpc: Rpc, b: Bundle) -> str:
         return ""
 
 
+# ----- a whole batch (batch mode) ----------------------------------------------------------------
+
+BATCH_FORMAT = "timebank-batch/1"
+ANCHOR_BATCH_SELECTOR = keccak(b"anchorBatch(bytes32,uint32,bytes)")[:4]
+DELTA_SIZE = 44  # account 32 ‖ earned uint32 ‖ received uint32 ‖ spent uint32
+
+BATCH_STEP_NAMES = {
+    0: "listing and RPC",
+    1: "signatures",
+    2: "Merkle root",
+    3: "anchored on chain",
+    4: "amounts moved",
+}
+
+#: {account: (earned, received, spent)}
+Amounts = dict[bytes, tuple[int, int, int]]
+
+
+class ListedOrder(NamedTuple):
+    order: protocol.ServiceOrder
+    signature: bytes
+    digest: bytes
+    station: bytes
+    leaf: bytes
+
+
+class Listing(NamedTuple):
+    chain_id: int
+    contract: bytes
+    batch: Batch
+    orders: list[ListedOrder]
+    amounts: Amounts
+
+
+def parse_listing(value: Any) -> Listing:
+    """Validates a batch listing (`GET /v1/batches/{id}`, format `timebank-batch/1`) before any hashing."""
+    if not isinstance(value, dict):
+        raise ProtocolError("malformed_listing", f"listing: expected a JSON object, got {type(value).__name__}")
+    fields = ("format", "domain", "id", "root", "count", "txHash", "blockNumber", "blockHash", "orders", "amounts")
+    missing = [f for f in fields if f not in value]
+    if missing:
+        raise ProtocolError("malformed_listing", f"listing: missing fields {missing}")
+    if value["format"] != BATCH_FORMAT:
+        raise ProtocolError("malformed_listing", f"format: got {value['format']!r:.80}, want {BATCH_FORMAT!r}")
+    chain_id, contract = protocol.parse_domain(value["domain"])
+    if not isinstance(value["orders"], list) or not value["orders"]:
+        raise ProtocolError("malformed_listing", "orders: expected a non-empty list")
+    if not isinstance(value["amounts"], list):
+        raise ProtocolError("malformed_listing", "amounts: expected a list")
+    orders = []
+    for i, item in enumerate(value["orders"]):
+        if not isinstance(item, dict) or not {"order", "signature", "digest", "station", "leaf"} <= item.keys():
+            raise ProtocolError("malformed_listing", f"orders[{i}]: expected order, signature, digest, station, leaf")
+        orders.append(ListedOrder(
+            order=protocol.ServiceOrder.from_json(item["order"]),
+            signature=protocol.parse_bytes(item["signature"], 65, f"orders[{i}].signature"),
+            digest=protocol.parse_bytes(item["digest"], 32, f"orders[{i}].digest"),
+            station=protocol.parse_address(item["station"], f"orders[{i}].station"),
+            leaf=protocol.parse_bytes(item["leaf"], 32, f"orders[{i}].leaf"),
+        ))
+    amounts: Amounts = {}
+    for i, item in enumerate(value["amounts"]):
+        if not isinstance(item, dict) or not {"account", "earned", "received", "spent"} <= item.keys():
+            raise ProtocolError("malformed_listing", f"amounts[{i}]: expected account, earned, received, spent")
+        account = protocol.parse_bytes(item["account"], 32, f"amounts[{i}].account")
+        if account in amounts:
+            raise ProtocolError("malformed_listing", f"amounts[{i}]: account {_show(account)} listed twice")
+        amounts[account] = tuple(protocol.parse_uint(item[k], 32, f"amounts[{i}].{k}") for k in ("earned", "received", "spent"))
+    return Listing(
+        chain_id=chain_id,
+        contract=contract,
+        batch=Batch(
+            id=protocol.parse_uint(value["id"], 64, "id"),
+            root=protocol.parse_bytes(value["root"], 32, "root"),
+            count=protocol.parse_uint(value["count"], 32, "count"),
+            tx_hash=protocol.parse_bytes(value["txHash"], 32, "txHash"),
+            block_number=protocol.parse_uint(value["blockNumber"], 64, "blockNumber"),
+            block_hash=protocol.parse_bytes(value["blockHash"], 32, "blockHash"),
+        ),
+        orders=orders,
+        amounts=amounts,
+    )
+
+
+def amounts_of_orders(orders: Iterable[protocol.ServiceOrder]) -> Amounts:
+    """The minutes a batch of orders justifies moving, per account: the volunteer is credited `earned`
+    (`received` for a transfer, service type 100), the payer debited `spent`."""
+    totals: dict[bytes, list[int]] = {}
+    for o in orders:
+        credit = totals.setdefault(o.volunteer, [0, 0, 0])
+        credit[1 if o.serviceType == protocol.TRANSFER_SERVICE_TYPE else 0] += o.minutes
+        totals.setdefault(o.payer, [0, 0, 0])[2] += o.minutes
+    return {account: (e, r, s) for account, (e, r, s) in totals.items()}
+
+
+def pack_amounts(amounts: Amounts) -> bytes:
+    """`anchorBatch`'s `deltas`: 44 bytes per account, in the dictionary's order."""
+    return b"".join(
+        account + e.to_bytes(4, "big") + r.to_bytes(4, "big") + s.to_bytes(4, "big")
+        for account, (e, r, s) in amounts.items()
+    )
+
+
+def unpack_deltas(deltas: bytes) -> Amounts:
+    """Per-account totals of packed `deltas` (an account given twice counts twice, as the contract applies
+    each entry); refuses a length that is not a multiple of 44, as the contract does."""
+    if len(deltas) % DELTA_SIZE:
+        raise ProtocolError("malformed_deltas", f"deltas: {len(deltas)} bytes is not a multiple of {DELTA_SIZE}")
+    totals: dict[bytes, list[int]] = {}
+    for offset in range(0, len(deltas), DELTA_SIZE):
+        entry = deltas[offset: offset + DELTA_SIZE]
+        total = totals.setdefault(entry[:32], [0, 0, 0])
+        for k in range(3):
+            total[k] += int.from_bytes(entry[32 + 4 * k: 36 + 4 * k], "big")
+    return {account: (e, r, s) for account, (e, r, s) in totals.items()}
+
+
+def decode_anchor_call(calldata: bytes) -> tuple[bytes, int, bytes]:
+    """(root, count, deltas) of `anchorBatch(bytes32,uint32,bytes)` calldata."""
+    if calldata[:4] != ANCHOR_BATCH_SELECTOR:
+        raise ProtocolError("not_anchor_batch",
+                            f"calldata selector {_show(calldata[:4])} is not anchorBatch(bytes32,uint32,bytes) "
+                            f"({_show(ANCHOR_BATCH_SELECTOR)})")
+    try:
+        root, count, deltas = abi_decode(["bytes32", "uint32", "bytes"], calldata[4:])
+    except Exception as exc:  # eth_abi raises several decoding errors
+        raise ProtocolError("malformed_calldata", f"calldata does not decode as anchorBatch: {exc}") from None
+    return root, count, deltas
+
+
+def _triple(t: tuple[int, int, int]) -> str:
+    return f"earned {t[0]}, received {t[1]}, spent {t[2]}"
+
+
+def compare_amounts(justified: Amounts, moved: Amounts) -> list[Check]:
+    """One failed check per account whose minutes moved on chain differ from what the orders justify
+    (order-independent); a single passed check when every account agrees."""
+    zero = (0, 0, 0)
+    failures = []
+    for account in list(justified) + [a for a in moved if a not in justified]:
+        want, got = justified.get(account, zero), moved.get(account, zero)
+        if want == got:
+            continue
+        if account not in justified:
+            message = f"account {_show(account)}: moved {_triple(got)} that no order of the batch justifies"
+        elif account not in moved:
+            message = f"account {_show(account)}: the orders justify {_triple(want)}, nothing moved"
+        else:
+            message = f"account {_show(account)}: moved {_triple(got)}, the orders justify {_triple(want)}"
+        failures.append(Check(4, "amounts moved equal the orders' amounts", False, _triple(got), _triple(want), message))
+    if failures:
+        return failures
+    return [Check(4, "amounts moved equal the orders' amounts", True, str(len(moved)), str(len(justified)),
+                  f"{len(justified)} accounts, every one moved exactly what the orders justify")]
+
+
+def calldata_checks(orders: Sequence[protocol.ServiceOrder], root: bytes, calldata: bytes) -> list[Check]:
+    """Compares the calldata of a batch's anchoring transaction with the batch recomputed from its orders:
+    the call is `anchorBatch`, with the recomputed `root`, the number of orders, and per-account amounts
+    that the orders justify. Every check is step 4; the failed ones say what differs."""
+    try:
+        got_root, got_count, deltas = decode_anchor_call(calldata)
+        moved = unpack_deltas(deltas)
+    except ProtocolError as exc:
+        return [Check(4, "calldata is anchorBatch(bytes32,uint32,bytes)", False, message=exc.message)]
+    checks = [
+        Check(4, "calldata is anchorBatch(bytes32,uint32,bytes)", True, message=f"{len(deltas) // DELTA_SIZE} delta entries"),
+        Check(4, "calldata root equals the recomputed root", got_root == root, _show(got_root), _show(root)),
+        Check(4, "calldata count equals the number of orders", got_count == len(orders), str(got_count), str(len(orders))),
+    ]
+    return checks + compare_amounts(amounts_of_orders(orders), moved)
+
+
+def _batch_step1(report: _Report, listing: Listing) -> list[bytes]:
+    separator = protocol.domain_separator(listing.chain_id, listing.contract)
+    digests, bad = [], 0
+    for i, item in enumerate(listing.orders):
+        digest = item.order.digest(separator)
+        digests.append(digest)
+        where = f"orders[{i}] {_show(item.order.orderId)}"
+        if digest != item.digest:
+            bad += 1
+            report.fail(1, f"{where}: digest recomputed from domain and order equals its digest",
+                        f"got {_show(digest)}, want {_show(item.digest)}", got=digest, want=item.digest)
+        try:
+            signer = protocol.recover(digest, item.signature)
+        except ProtocolError as exc:
+            bad += 1
+            report.fail(1, f"{where}: signer of the recomputed digest equals its station", exc.message, want=item.station)
+            continue
+        if signer != item.station:
+            bad += 1
+            report.fail(1, f"{where}: signer of the recomputed digest equals its station",
+                        f"got {_show(signer)}, want {_show(item.station)}", got=signer, want=item.station)
+    if not bad:
+        report.passed(1, "every order's digest recomputed and its signature recovers its station",
+                      f"{len(listing.orders)} orders")
+    return digests
+
+
+def _batch_step2(report: _Report, listing: Listing, digests: list[bytes]) -> bytes:
+    leaves = []
+    bad = 0
+    for i, (item, digest) in enumerate(zip(listing.orders, digests)):
+        leaf = protocol.leaf(digest, item.station)
+        leaves.append(leaf)
+        if leaf != item.leaf:
+            bad += 1
+            report.fail(2, f"orders[{i}] {_show(item.order.orderId)}: leaf recomputed equals its leaf",
+                        f"got {_show(leaf)}, want {_show(item.leaf)}", got=leaf, want=item.leaf)
+    if not bad:
+        report.passed(2, "every order's leaf recomputed equals its leaf", f"{len(leaves)} leaves")
+    if len(set(leaves)) != len(leaves):
+        report.fail(2, "leaves are distinct", "an order is listed twice")
+    root = protocol.MerkleTree(leaves).root
+    report.compare(2, "root of the standard Merkle tree over the recomputed leaves equals the listed root", root,
+                   listing.batch.root)
+    report.compare(2, "listed count equals the number of orders", listing.batch.count, len(listing.orders))
+    return root
+
+
+def _batch_step3(report: _Report, rpc: Rpc, listing: Listing, root: bytes) -> None:
+    b = listing.batch
+    try:
+        chain_root, chain_count, at_block = rpc.eth_call(listing.contract, "getBatch(uint64)", ["uint64"], [b.id],
+                                                         ["bytes32", "uint32", "uint64"])
+    except RpcError as exc:
+        report.fail(3, f"getBatch({b.id})", str(exc))
+        return
+    if chain_root == b"\x00" * 32:
+        report.fail(3, f"getBatch({b.id}).root equals the recomputed root", f"no batch {b.id} on chain",
+                    got=chain_root, want=root)
+        return
+    report.compare(3, f"getBatch({b.id}).root equals the recomputed root", chain_root, root)
+    report.compare(3, f"getBatch({b.id}).count equals the number of orders", chain_count, len(listing.orders))
+    report.compare(3, f"getBatch({b.id}).anchoredAtBlock equals blockNumber", at_block, b.block_number)
+    receipt = rpc.call("eth_getTransactionReceipt", protocol.to_hex(b.tx_hash))
+    if not isinstance(receipt, dict):
+        report.fail(3, "receipt of txHash", f"no receipt for {_show(b.tx_hash)} on this chain")
+        return
+    report.compare(3, "receipt status", _hex_int(receipt.get("status")), 1)
+    report.compare(3, "receipt blockNumber equals blockNumber", _hex_int(receipt.get("blockNumber")), b.block_number)
+    report.compare(3, "receipt blockHash equals blockHash", _hex_bytes(receipt.get("blockHash")), b.block_hash)
+    want = (b.id, chain_root, chain_count)
+    logs = [_batch_anchored(log, listing.contract) for log in receipt.get("logs") or []]
+    if want in logs:
+        report.passed(3, "BatchAnchored log in txHash", f"BatchAnchored({b.id}, {_show(chain_root)}, {chain_count})")
+    else:
+        found = [f"BatchAnchored({i}, {_show(r)}, {c})" for i, r, c in filter(None, logs)]
+        report.fail(3, "BatchAnchored log in txHash",
+                    f"got {found or 'no BatchAnchored log from the contract'}, want BatchAnchored({b.id}, ...)")
+
+
+def _batch_step4(report: _Report, rpc: Rpc, listing: Listing, root: bytes) -> None:
+    b = listing.batch
+    orders = [item.order for item in listing.orders]
+    justified = amounts_of_orders(orders)
+    listed = listing.amounts
+    listed_checks = compare_amounts(justified, listed)
+    for check in listed_checks:
+        name = "the listing's amounts equal the orders' amounts"
+        report.checks.append(check._replace(name=name, message=check.message.replace("moved", "listed")))
+    tx = rpc.call("eth_getTransactionByHash", protocol.to_hex(b.tx_hash))
+    if not isinstance(tx, dict):
+        report.fail(4, "anchoring transaction", f"no transaction {_show(b.tx_hash)} on this chain")
+        return
+    to = tx.get("to")
+    report.compare(4, "anchoring transaction is sent to the contract", _hex_bytes(to) if to else None, listing.contract)
+    report.checks.extend(calldata_checks(orders, root, _hex_bytes(tx.get("input"))))
+
+
+def fetch_listing(api_url: str, batch_id: int, timeout: float = 10.0) -> Any:
+    """The service's listing of a batch (`GET {api}/v1/batches/{id}`), decoded JSON."""
+    url = f"{api_url.rstrip('/')}/v1/batches/{batch_id}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Accept": "application/json"}),
+                                    timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise RpcUnavailable(f"GET {url}: HTTP {exc.code} {exc.read()[:200].decode('utf-8', 'replace')}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise RpcUnavailable(f"GET {url}: {exc}") from None
+
+
+def verify_batch(listing: Any, rpc_url: str, *, contract: str | None = None, timeout: float = 10.0) -> Result:
+    """Recomputes a batch from its listing (signatures, leaves, root, per-account amounts) and compares it
+    with the chain behind `rpc_url`: `getBatch`, the anchoring receipt and the anchoring calldata."""
+    report = _Report()
+    try:
+        pinned = None if contract is None else protocol.parse_address(contract, "--contract")
+    except ProtocolError as exc:
+        report.fail(0, "--contract", exc.message)
+        return report.result()
+    try:
+        parsed = parse_listing(listing)
+    except ProtocolError as exc:
+        report.fail(0, "listing well formed", exc.message)
+        return report.result()
+    report.passed(0, "listing well formed", f"{BATCH_FORMAT}, batch {parsed.batch.id}, {len(parsed.orders)} orders, "
+                  f"{len(parsed.amounts)} accounts")
+    rpc = Rpc(rpc_url, timeout)
+    try:
+        probe = Bundle(parsed.chain_id, parsed.contract, parsed.orders[0].order, b"", b"", b"", b"", [], parsed.batch)
+        if not _step0_rpc(report, rpc, probe, pinned):
+            return report.result()
+        digests = _batch_step1(report, parsed)
+        root = _batch_step2(report, parsed, digests)
+        _batch_step3(report, rpc, parsed, root)
+        _batch_step4(report, rpc, parsed, root)
+    except (RpcUnavailable, RpcError) as exc:
+        report.fail(0, "RPC", str(exc))
+    return report.result()
+
+
 # ----- entry points -------------------------------------------------------------------------------
 
 
@@ -467,26 +804,47 @@ class _ArgumentParser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _ArgumentParser(
         prog="timebank-verify",
-        description="Verify a time-bank proof bundle (timebank-proof/1) against your own Ethereum RPC.",
-        epilog="Exit status: 0 verified; 1-5 the first failed step; 6 malformed bundle or unusable RPC; "
-        "64 bad command line.",
+        description="Verify a time-bank proof bundle (timebank-proof/1), or a whole anchored batch as the service "
+        "lists it (timebank-batch/1), against your own Ethereum RPC.",
+        epilog="Exit status: 0 verified; 1-5 the first failed step; 6 malformed bundle or listing, unusable API or "
+        "RPC; 64 bad command line.",
     )
-    parser.add_argument("bundle", help="proof bundle JSON file, or - for stdin")
+    parser.add_argument("bundle", nargs="?", help="proof bundle JSON file, or - for stdin (not with --batch)")
+    parser.add_argument("--batch", type=int, metavar="ID", help="verify the anchored batch ID (the contract's batch id)")
+    parser.add_argument("--api", metavar="URL", help="with --batch: the service to fetch the batch's listing from")
     parser.add_argument("--rpc-url", required=True, help="Ethereum JSON-RPC endpoint you trust")
-    parser.add_argument("--contract", help="the TimeBank address you trust; domain.verifyingContract must be it")
+    parser.add_argument("--contract", help="the TimeBank address you trust; the domain's verifyingContract must be it")
     parser.add_argument("--json", action="store_true", help="print {ok, failedStep, checks} as JSON")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per RPC request (default 10)")
     args = parser.parse_args(argv)
+    if args.batch is None and args.bundle is None:
+        parser.error("give a bundle file (or -), or --batch ID --api URL")
+    if args.batch is not None and (args.bundle is not None or args.api is None):
+        parser.error("--batch takes --api URL and no bundle file")
+    if args.batch is None and args.api is not None:
+        parser.error("--api goes with --batch")
 
-    try:
-        text = sys.stdin.read() if args.bundle == "-" else Path(args.bundle).read_text(encoding="utf-8")
-        bundle = json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        report = _Report()
-        report.fail(0, "bundle readable", f"{args.bundle}: {exc}")
-        result = report.result()
+    names = STEP_NAMES
+    if args.batch is not None:
+        names = BATCH_STEP_NAMES
+        try:
+            listing = fetch_listing(args.api, args.batch, args.timeout)
+        except RpcUnavailable as exc:
+            report = _Report()
+            report.fail(0, "listing fetched from the API", str(exc))
+            result = report.result()
+        else:
+            result = verify_batch(listing, args.rpc_url, contract=args.contract, timeout=args.timeout)
     else:
-        result = verify_bundle(bundle, args.rpc_url, contract=args.contract, timeout=args.timeout)
+        try:
+            text = sys.stdin.read() if args.bundle == "-" else Path(args.bundle).read_text(encoding="utf-8")
+            bundle = json.loads(text)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            report = _Report()
+            report.fail(0, "bundle readable", f"{args.bundle}: {exc}")
+            result = report.result()
+        else:
+            result = verify_bundle(bundle, args.rpc_url, contract=args.contract, timeout=args.timeout)
 
     if args.json:
         print(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
@@ -496,10 +854,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             line = check.line(marks)
             print(line if _can_print(line) else line.replace("∞", "inf"))
         if result.ok:
-            print("verified: all 5 steps passed")
+            what = f"batch {args.batch}, " if args.batch is not None else ""
+            print(f"verified: {what}all {len(names) - 1} steps passed")
         else:
             step = result.failed_step
-            print(f"NOT verified: step {step} ({STEP_NAMES[step]}) failed", file=sys.stderr)
+            print(f"NOT verified: step {step} ({names[step]}) failed", file=sys.stderr)
     return result.exit_code
 
 

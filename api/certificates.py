@@ -1,0 +1,533 @@
+"""Service-record certificates (在线记录证明, 书面证明): a volunteer's hours and star level, in a JSON form
+that carries the proof bundle (PROTOCOL.md section 7) of every order behind it, and a PDF of it with a
+QR code; and the check of a JSON certificate against the chain.
+
+The JSON certificate (`format` "timebank-certificate/1"):
+
+- `account`, `district`: the volunteer's account id and district;
+- `issuedAt` (unix seconds) and `chain` `{chainId, contract, blockNumber}`: the chain values below are
+  read at `blockNumber`;
+- `earnedMinutes`, `hours`, `starLevel`: the lifetime earned minutes as the chain holds them
+  (`getAccount`), `hours = earnedMinutes / 60` rounded to 2 decimals, and the contract's `starLevel`
+  view, which counts the same earned minutes (`starLevelSource` says so);
+- `orders`: the proof bundle of every anchored, non-revoked service order this service holds in which the
+  account is the volunteer (transfers, service type 100, earn nothing and are left out), oldest first;
+- `totalMinutes`: the sum of those orders' minutes. It differs from `earnedMinutes` when orders of the
+  account were anchored through another service sharing the contract, or are still waiting for
+  confirmations here.
+
+`verify_certificate` checks each order offline (api.protocol: digest, signer, leaf, proof folded to the
+batch root) and on chain (`getBatch`, the batch's block, `verifyOrder`), then the totals and the star
+level against the verified minutes, and names every check that failed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import rfc8785
+from eth_hash.auto import keccak
+from sqlalchemy import select
+
+from . import db, protocol
+from .errors import ApiError
+from .service import Service, order_json
+
+CERTIFICATE_FORMAT = "timebank-certificate/1"
+ATTACHMENT_NAME = "certificate.json"
+#: Earned hours at which each star level starts (DOMAIN.md; the contract's `starLevel` view).
+STAR_THRESHOLD_HOURS = (100, 300, 600, 1000, 1500)
+STAR_LEVEL_SOURCE = "the contract's starLevel(account) view at chain.blockNumber, from earnedMinutes"
+
+
+def star_level_of(minutes: int) -> int:
+    """0 to 5 stars for `minutes` earned: the contract's `starLevel` thresholds."""
+    return sum(1 for hours in STAR_THRESHOLD_HOURS if minutes >= hours * 60)
+
+
+def hours_of(minutes: int) -> float:
+    return round(minutes / 60, 2)
+
+
+def canonical(certificate: dict[str, Any]) -> bytes:
+    """The RFC 8785 canonical JSON of a certificate (UTF-8): what its digest covers, and what the PDF
+    carries as its attachment."""
+    return rfc8785.dumps(certificate)
+
+
+def certificate_digest(certificate: dict[str, Any]) -> str:
+    """keccak256 of the certificate's RFC 8785 canonical JSON, 0x hex."""
+    return protocol.to_hex(keccak(canonical(certificate)))
+
+
+def qr_payload(*, base_url: str, account: str, digest: str) -> str:
+    """What the PDF's QR code encodes: the URL of the account's JSON certificate (fetch it, then POST it
+    to /v1/certificates/verify), with the digest of the certificate the PDF was made from as the URL's
+    fragment (kept by the reader, never sent to the server)."""
+    return f"{base_url.rstrip('/')}/v1/accounts/{account}/certificate#digest={digest}"
+
+
+# ----- issuing ------------------------------------------------------------------------------------
+
+
+def build_certificate(service: Service, *, account: bytes) -> dict[str, Any]:
+    """The JSON certificate of `account`; `not_found` when the chain does not know the account."""
+    account_hex = protocol.to_hex(account)
+    block = service.chain.block_number()
+    held = service.chain.get_account(account, block)
+    if held.status == 0:
+        raise ApiError("not_found", f"no account {account_hex}")
+    star = service.chain.star_level(account, block)
+    orders = order_bundles(service, volunteer=account_hex)
+    return {
+        "format": CERTIFICATE_FORMAT,
+        "account": account_hex,
+        "district": held.district,
+        "issuedAt": int(time.time()),
+        "chain": {"chainId": service.chain_id, "contract": service.contract_address, "blockNumber": block},
+        "earnedMinutes": held.earned,
+        "hours": hours_of(held.earned),
+        "starLevel": star,
+        "starLevelSource": STAR_LEVEL_SOURCE,
+        "orders": orders,
+        "totalMinutes": sum(b["order"]["minutes"] for b in orders),
+    }
+
+
+def order_bundles(service: Service, *, volunteer: str) -> list[dict[str, Any]]:
+    """The proof bundles (the shape of `Service.proof_bundle`) of the anchored, non-revoked service
+    orders of `volunteer`, oldest first; one read, each batch's tree parsed once."""
+    with service.reads() as session:
+        rows = session.execute(
+            select(db.Order, db.Batch)
+            .join(db.Batch, db.Order.batch_id == db.Batch.id)
+            .where(
+                db.Order.volunteer == volunteer,
+                db.Order.status == "anchored",
+                db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
+                db.Batch.status == "anchored",
+            )
+            .order_by(db.Order.start_time, db.Order.order_id)
+        ).all()
+    domain = protocol.domain(service.chain_id, service.contract_address)
+    trees: dict[int, list[str]] = {}
+    bundles = []
+    for row, batch in rows:
+        tree = trees.get(batch.id)
+        if tree is None:
+            tree = trees[batch.id] = json.loads(batch.tree)
+        index, proof = row.leaf_index, []
+        while index > 0:
+            proof.append(protocol.to_hex(bytes.fromhex(tree[index + 1 if index % 2 == 1 else index - 1])))
+            index = (index - 1) // 2
+        bundles.append(
+            {
+                "format": protocol.PROOF_FORMAT,
+                "domain": domain,
+                "order": order_json(row),
+                "signature": row.signature,
+                "digest": row.digest,
+                "station": row.station,
+                "leaf": protocol.to_hex(protocol.leaf(bytes.fromhex(row.digest[2:]), bytes.fromhex(row.station[2:]))),
+                "proof": proof,
+                "batch": {
+                    "id": batch.chain_batch_id,
+                    "root": batch.root,
+                    "count": batch.count,
+                    "txHash": batch.tx_hash,
+                    "blockNumber": batch.block_number,
+                    "blockHash": batch.block_hash,
+                },
+            }
+        )
+    return bundles
+
+
+# ----- verifying ----------------------------------------------------------------------------------
+
+# The names a check gives when it fails. Per order:
+ORDER_CHECKS = {
+    "malformed": "the bundle does not parse (format, fields, hex, lengths)",
+    "domain": "the bundle's EIP-712 domain is not this chain's TimeBank contract",
+    "volunteer": "the order's volunteer is not the certificate's account",
+    "transfer": "the order is a transfer (service type 100), which earns nothing",
+    "duplicate": "the order appears earlier in the certificate",
+    "digest": "the digest recomputed from domain and order is not the bundle's",
+    "signature": "the signature does not recover to the bundle's station",
+    "leaf": "the leaf recomputed from digest and station is not the bundle's",
+    "proof": "the proof folded from the leaf does not give the batch root",
+    "batch_root": "getBatch(batch.id) on chain does not return the bundle's root",
+    "batch_block": "the batch was not anchored at batch.blockNumber, or that block's hash is not batch.blockHash",
+    "chain_signature": "verifyOrder: not signed by the station",
+    "chain_inclusion": "verifyOrder: not included in the batch's root on chain",
+    "station_inactive": "verifyOrder: the station was not registered for the order's district at the batch's block",
+    "revoked": "verifyOrder: the order was revoked",
+}
+# and for the certificate as a whole:
+CERTIFICATE_CHECKS = {
+    "chain": "the certificate names another chain or contract",
+    "unknown_account": "the chain does not know the account",
+    "district": "district is not the account's district on chain",
+    "total_minutes": "totalMinutes is not the sum of the verified orders' minutes",
+    "star_level": "starLevel is above both the level of the verified minutes and the chain's starLevel",
+    "earned_minutes": "earnedMinutes is above both the verified minutes and the chain's earned minutes",
+    "hours": "hours is not earnedMinutes / 60",
+}
+
+
+def _malformed(message: str) -> ApiError:
+    return ApiError("malformed_certificate", message)
+
+
+def _int(value: Any, field: str, bits: int = 64) -> int:
+    try:
+        return protocol.parse_uint(value, bits, field)
+    except protocol.ProtocolError as exc:
+        raise _malformed(exc.message) from None
+
+
+def _parse_certificate(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise _malformed("expected a JSON object")
+    if body.get("format") != CERTIFICATE_FORMAT:
+        raise _malformed(f"format: expected {CERTIFICATE_FORMAT!r}, got {str(body.get('format'))[:60]!r}")
+    try:
+        account = protocol.parse_bytes(body.get("account"), 32, "account")
+        chain = body.get("chain")
+        if not isinstance(chain, dict):
+            raise _malformed("chain: expected an object {chainId, contract, blockNumber}")
+        contract = protocol.parse_address(chain.get("contract"), "chain.contract")
+    except protocol.ProtocolError as exc:
+        raise _malformed(exc.message) from None
+    orders = body.get("orders")
+    if not isinstance(orders, list):
+        raise _malformed("orders: expected a list of proof bundles")
+    hours = body.get("hours")
+    if isinstance(hours, bool) or not isinstance(hours, (int, float)):
+        raise _malformed(f"hours: expected a number, got {hours!r:.40}")
+    return {
+        "account": account,
+        "chainId": _int(chain.get("chainId"), "chain.chainId", 256),
+        "contract": contract,
+        "orders": orders,
+        "district": _int(body.get("district"), "district", 32),
+        "totalMinutes": _int(body.get("totalMinutes"), "totalMinutes"),
+        "earnedMinutes": _int(body.get("earnedMinutes"), "earnedMinutes"),
+        "starLevel": _int(body.get("starLevel"), "starLevel", 8),
+        "hours": hours,
+    }
+
+
+class _Bundle:
+    """A proof bundle's values, parsed; `ProtocolError` (or KeyError, TypeError) when malformed."""
+
+    def __init__(self, value: Any):
+        if not isinstance(value, dict):
+            raise protocol.ProtocolError("malformed_bundle", "expected a proof bundle object")
+        if value.get("format") != protocol.PROOF_FORMAT:
+            raise protocol.ProtocolError("malformed_bundle", f"format: expected {protocol.PROOF_FORMAT!r}")
+        self.chain_id, self.contract = protocol.parse_domain(value["domain"])
+        self.order = protocol.ServiceOrder.from_json(value["order"])
+        self.signature = protocol.parse_bytes(value["signature"], None, "signature")
+        self.digest = protocol.parse_bytes(value["digest"], 32, "digest")
+        self.station = protocol.parse_address(value["station"], "station")
+        self.leaf = protocol.parse_bytes(value["leaf"], 32, "leaf")
+        if not isinstance(value["proof"], list):
+            raise protocol.ProtocolError("malformed_bundle", "proof: expected a list")
+        self.proof = [protocol.parse_bytes(p, 32, f"proof[{i}]") for i, p in enumerate(value["proof"])]
+        batch = value["batch"]
+        if not isinstance(batch, dict):
+            raise protocol.ProtocolError("malformed_bundle", "batch: expected an object")
+        self.batch_id = protocol.parse_uint(batch["id"], 64, "batch.id")
+        self.root = protocol.parse_bytes(batch["root"], 32, "batch.root")
+        self.block_number = protocol.parse_uint(batch["blockNumber"], 64, "batch.blockNumber")
+        self.block_hash = protocol.parse_bytes(batch["blockHash"], 32, "batch.blockHash")
+
+
+def _order_id_of(value: Any) -> str | None:
+    order = value.get("order") if isinstance(value, dict) else None
+    order_id = order.get("orderId") if isinstance(order, dict) else None
+    return order_id.lower() if isinstance(order_id, str) else None
+
+
+def verify_certificate(service: Service, *, body: Any) -> dict[str, Any]:
+    """Checks a JSON certificate against the chain (at one block, the latest); `malformed_certificate`
+    when the body is not a certificate at all. See ORDER_CHECKS and CERTIFICATE_CHECKS."""
+    cert = _parse_certificate(body)
+    chain = service.chain
+    block = chain.block_number()
+    ours = protocol.parse_address(service.contract_address, "contract")
+    failed: list[str] = []
+    if cert["chainId"] != service.chain_id or cert["contract"] != ours:
+        failed.append("chain")
+    held = chain.get_account(cert["account"], block)
+    if held.status == 0:
+        failed.append("unknown_account")
+    elif held.district != cert["district"]:
+        failed.append("district")
+    chain_star = chain.star_level(cert["account"], block)
+
+    batches: dict[int, Any] = {}  # batch id -> getBatch
+    block_hashes: dict[int, str | None] = {}
+    seen: set[bytes] = set()
+    results = []
+    verified = 0
+    for value in cert["orders"]:
+        result: dict[str, Any] = {"orderId": _order_id_of(value), "minutes": None, "valid": False, "failed": []}
+        results.append(result)
+        try:
+            b = _Bundle(value)
+        except (protocol.ProtocolError, KeyError, TypeError, AttributeError) as exc:
+            result["failed"].append("malformed")
+            result["message"] = getattr(exc, "message", None) or f"missing or wrong field: {exc}"
+            continue
+        result["minutes"] = b.order.minutes
+        fails = result["failed"]
+        order = b.order
+        same_domain = b.chain_id == service.chain_id and b.contract == ours
+        if not same_domain:
+            fails.append("domain")
+        if order.volunteer != cert["account"]:
+            fails.append("volunteer")
+        if order.serviceType == protocol.TRANSFER_SERVICE_TYPE:
+            fails.append("transfer")
+        if order.orderId in seen:
+            fails.append("duplicate")
+        seen.add(order.orderId)
+
+        # offline: PROTOCOL.md section 7 steps 1 and 2
+        digest = order.digest(protocol.domain_separator(b.chain_id, b.contract))
+        if digest != b.digest:
+            fails.append("digest")
+        try:
+            signed = protocol.recover(digest, b.signature) == b.station
+        except protocol.ProtocolError:
+            signed = False
+        if not signed:
+            fails.append("signature")
+        leaf = protocol.leaf(digest, b.station)
+        if leaf != b.leaf:
+            fails.append("leaf")
+        if protocol.fold(leaf, b.proof) != b.root:
+            fails.append("proof")
+
+        # on chain: step 3 (the batch), then verifyOrder (signature, inclusion, station, revocation)
+        if same_domain:
+            on_chain = batches.get(b.batch_id)
+            if on_chain is None:
+                on_chain = batches[b.batch_id] = chain.get_batch(b.batch_id, block)
+            if on_chain.root != protocol.to_hex(b.root):
+                fails.append("batch_root")
+            if on_chain.anchored_at_block != b.block_number or not 0 < b.block_number <= block:
+                fails.append("batch_block")
+            else:
+                hash_at = block_hashes.get(b.block_number)
+                if hash_at is None:
+                    hash_at = block_hashes[b.block_number] = chain.block_hash(b.block_number)
+                if hash_at != protocol.to_hex(b.block_hash):
+                    fails.append("batch_block")
+            v = chain.verify_order(order.as_tuple(), b.signature, b.station, b.batch_id, b.proof, block)
+            if not v.signed_by_station:
+                fails.append("chain_signature")
+            if not v.included:
+                fails.append("chain_inclusion")
+            elif not v.station_active:
+                fails.append("station_inactive")
+            if v.revoked:
+                fails.append("revoked")
+        result["valid"] = not fails
+        if result["valid"]:
+            verified += order.minutes
+
+    implied = star_level_of(verified)
+    if cert["totalMinutes"] != verified:
+        failed.append("total_minutes")
+    if cert["starLevel"] > max(implied, chain_star):
+        failed.append("star_level")
+    if cert["earnedMinutes"] > max(verified, held.earned):
+        failed.append("earned_minutes")
+    if abs(cert["hours"] - cert["earnedMinutes"] / 60) > 0.005 + 1e-9:
+        failed.append("hours")
+    return {
+        "valid": not failed and all(r["valid"] for r in results),
+        "failed": failed,
+        "account": protocol.to_hex(cert["account"]),
+        "checkedAtBlock": block,
+        "orders": results,
+        "totalMinutes": cert["totalMinutes"],
+        "verifiedMinutes": verified,
+        "starLevel": implied,
+        "claimedStarLevel": cert["starLevel"],
+        "chainStarLevel": chain_star,
+        "chainEarnedMinutes": held.earned,
+    }
+
+
+# ----- the PDF ------------------------------------------------------------------------------------
+
+_CJK_FONT = "STSong-Light"  # a standard Adobe-GB1 CID font: PDF readers supply it, nothing is embedded
+_fonts_registered = False
+CHINA_TIME = timezone(timedelta(hours=8), "UTC+8")
+
+
+def _register_fonts() -> None:
+    global _fonts_registered
+    if not _fonts_registered:
+        from reportlab.pdfbase import pdfmetrics
+        from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+
+        pdfmetrics.registerFont(UnicodeCIDFont(_CJK_FONT))
+        _fonts_registered = True
+
+
+def _star(c, x: float, y: float, radius: float, filled: bool) -> None:
+    """A five-pointed star centred at (x, y), drawn as a path (no font needed)."""
+    import math
+
+    path = c.beginPath()
+    for i in range(10):
+        r = radius if i % 2 == 0 else radius * 0.382
+        angle = math.pi / 2 + i * math.pi / 5
+        px, py = x + r * math.cos(angle), y + r * math.sin(angle)
+        path.moveTo(px, py) if i == 0 else path.lineTo(px, py)
+    path.close()
+    c.drawPath(path, stroke=1, fill=1 if filled else 0)
+
+
+def _qr(c, payload: str, x: float, y: float, size: float) -> None:
+    """The QR code of `payload` (error correction M, quiet zone of 4 modules) as squares of a `size`
+    point wide box whose lower-left corner is (x, y)."""
+    import segno
+
+    rows = list(segno.make(payload, error="m", micro=False).matrix_iter(border=4))
+    module = size / len(rows)
+    for r, row in enumerate(rows):
+        top = y + size - (r + 1) * module
+        for col, dark in enumerate(row):
+            if dark:
+                c.rect(x + col * module, top, module, module, stroke=0, fill=1)
+
+
+def render_pdf(certificate: dict[str, Any], *, base_url: str) -> bytes:
+    """The printable certificate: the volunteer's account, district, hours, star level, issue date,
+    orders and the QR code of `qr_payload`; the canonical JSON certificate is attached to it as
+    `certificate.json`, so the PDF carries its own proofs. Labels are bilingual: Chinese in the standard
+    CID font STSong-Light (not embedded: readers supply it), English in Helvetica."""
+    from pypdf import PdfReader, PdfWriter
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import simpleSplit
+    from reportlab.pdfgen import canvas
+
+    _register_fonts()
+    digest = certificate_digest(certificate)
+    account = certificate["account"]
+    payload = qr_payload(base_url=base_url, account=account, digest=digest)
+    issued = datetime.fromtimestamp(certificate["issuedAt"], CHINA_TIME)
+    stars = certificate["starLevel"]
+    orders = certificate["orders"]
+
+    out = io.BytesIO()
+    c = canvas.Canvas(out, pagesize=A4, pageCompression=1)
+    c.setTitle("Time Bank Service-Record Certificate")
+    c.setSubject(f"account {account}; certificate digest {digest}")
+    c.setAuthor("Time-bank ledger")
+    width, height = A4
+    left, right = 56, width - 56
+
+    c.setFont(_CJK_FONT, 22)
+    c.drawCentredString(width / 2, height - 80, "时间银行志愿服务记录证明")
+    c.setFont("Helvetica-Bold", 14)
+    c.drawCentredString(width / 2, height - 104, "Time Bank Volunteer Service-Record Certificate")
+    c.setLineWidth(0.8)
+    c.line(left, height - 118, right, height - 118)
+
+    rows: list[tuple[str, str, str | None, str]] = [
+        ("账户", "Account", account, "Courier"),
+        ("所属区", "District", str(certificate["district"]), "Helvetica"),
+        ("累计服务时长", "Service hours", f"{certificate['hours']:.2f} hours ({certificate['earnedMinutes']:,} minutes earned)", "Helvetica-Bold"),
+        ("星级", "Star level", None, "Helvetica"),
+        (
+            "服务订单",
+            "Service orders",
+            f"{len(orders)} orders, {certificate['totalMinutes']:,} minutes, each with its Merkle proof",
+            "Helvetica",
+        ),
+        ("签发日期", "Issued", issued.strftime("%Y-%m-%d %H:%M") + " (UTC+8)", "Helvetica"),
+        (
+            "区块链",
+            "Chain",
+            f"chain id {certificate['chain']['chainId']}, block {certificate['chain']['blockNumber']}",
+            "Helvetica",
+        ),
+        ("合约", "Contract", certificate["chain"]["contract"], "Courier"),
+        ("证书摘要", "Digest", digest, "Courier"),
+    ]
+    y = height - 150
+    value_x = 200
+    for chinese, english, value, font in rows:
+        c.setFont(_CJK_FONT, 11)
+        c.drawString(left, y, chinese)
+        c.setFont("Helvetica", 9)
+        c.setFillGray(0.35)
+        c.drawString(left, y - 11, english)
+        c.setFillGray(0)
+        if value is None:  # the stars
+            for i in range(5):
+                _star(c, value_x + 8 + i * 20, y + 3, 8, filled=i < stars)
+            c.setFont("Helvetica", 11)
+            c.drawString(value_x + 108, y, f"{stars} of 5 stars")
+        else:
+            size = 8 if font == "Courier" else 11
+            c.setFont(font, size)
+            c.drawString(value_x, y, value)
+        y -= 34
+
+    c.setFont("Helvetica", 8)
+    c.setFillGray(0.35)
+    note = (
+        "Star levels: 1 to 5 stars at 100, 300, 600, 1,000 and 1,500 earned hours. Hours and star level are "
+        "the chain's (getAccount, starLevel) at the block above; the orders are those this service anchored."
+    )
+    for line in simpleSplit(note, "Helvetica", 8, right - left):
+        c.drawString(left, y + 8, line)
+        y -= 10
+    c.setFillGray(0)
+
+    qr_size = 150
+    qr_y = y - qr_size - 10
+    _qr(c, payload, left - 10, qr_y, qr_size)
+    text_x = left + qr_size + 6
+    c.setFont(_CJK_FONT, 12)
+    c.drawString(text_x, qr_y + qr_size - 24, "扫码核验")
+    c.setFont("Helvetica-Bold", 10)
+    c.drawString(text_x, qr_y + qr_size - 38, "Scan to verify")
+    c.setFont("Courier", 7)
+    line_y = qr_y + qr_size - 54
+    per_line = int((right - text_x) / (0.6 * 7))  # Courier's glyphs are 0.6 em wide
+    url, _, fragment = payload.partition("#")
+    for part in (url, "#" + fragment):
+        for start in range(0, len(part), per_line):
+            c.drawString(text_x, line_y, part[start : start + per_line])
+            line_y -= 9
+    c.setFont("Helvetica", 8)
+    how = (
+        "The QR code holds the URL of this account's JSON certificate and, after #digest=, the keccak-256 of "
+        f"the RFC 8785 canonical JSON this PDF was made from, which is attached to it as {ATTACHMENT_NAME}. "
+        "POST a JSON certificate to /v1/certificates/verify to check every order's proof against the chain, "
+        "or check each proof with timebank-verify and a node you trust."
+    )
+    for line in simpleSplit(how, "Helvetica", 8, right - text_x):
+        c.drawString(text_x, line_y - 4, line)
+        line_y -= 10
+    c.showPage()
+    c.save()
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(out.getvalue())))
+    writer.add_attachment(ATTACHMENT_NAME, canonical(certificate))
+    final = io.BytesIO()
+    writer.write(final)
+    return final.getvalue()

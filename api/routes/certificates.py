@@ -1,0 +1,116 @@
+"""Service-record certificates (在线记录证明): the JSON form with its proofs, the PDF, and the check of a
+JSON certificate against the chain. The logic is in `api/certificates.py`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from .. import certificates, protocol
+from ..deps import JsonBody, ServiceDep
+from ..errors import ApiError
+
+router = APIRouter(prefix="/v1", tags=["certificates"])
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+
+
+class ChainRef(BaseModel):
+    chainId: int
+    contract: str
+    blockNumber: int = Field(description="the block the chain values were read at")
+
+
+class CertificateOut(BaseModel):
+    format: str = Field(certificates.CERTIFICATE_FORMAT)
+    account: str
+    district: int
+    issuedAt: int = Field(description="unix seconds")
+    chain: ChainRef
+    earnedMinutes: int = Field(description="lifetime earned minutes as the chain holds them (getAccount)")
+    hours: float = Field(description="earnedMinutes / 60, rounded to 2 decimals")
+    starLevel: int = Field(description="0 to 5: the contract's starLevel view, from earnedMinutes")
+    starLevelSource: str
+    orders: list[dict[str, Any]] = Field(
+        description="the proof bundle (PROTOCOL.md section 7) of every anchored, non-revoked service order "
+        "of the account as volunteer (transfers excluded), oldest first"
+    )
+    totalMinutes: int = Field(description="the sum of the orders' minutes; may be below earnedMinutes")
+
+
+class OrderCheck(BaseModel):
+    orderId: str | None
+    minutes: int | None
+    valid: bool
+    failed: list[str] = Field(description="the names of the checks that failed (see the README)")
+    message: str | None = None
+
+
+class VerificationOut(BaseModel):
+    valid: bool
+    failed: list[str] = Field(description="the certificate-level checks that failed")
+    account: str
+    checkedAtBlock: int
+    orders: list[OrderCheck]
+    totalMinutes: int = Field(description="as the certificate claims")
+    verifiedMinutes: int = Field(description="the sum of the valid orders' minutes")
+    starLevel: int = Field(description="the star level the verified minutes give")
+    claimedStarLevel: int
+    chainStarLevel: int
+    chainEarnedMinutes: int
+
+
+def _account(value: str) -> bytes:
+    try:
+        return protocol.parse_bytes(value.lower(), 32, "accountId")
+    except protocol.ProtocolError as exc:
+        raise ApiError(exc.code, exc.message) from None
+
+
+@router.get("/accounts/{account_id}/certificate", response_model=CertificateOut, responses=ERRORS)
+async def get_certificate(account_id: str, s: ServiceDep):
+    """The volunteer's service-record certificate in JSON, carrying the proof of every order behind it."""
+    account = _account(account_id)
+    return await run_in_threadpool(certificates.build_certificate, s, account=account)
+
+
+@router.get(
+    "/accounts/{account_id}/certificate.pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "the printable certificate"}, **ERRORS},
+)
+async def get_certificate_pdf(account_id: str, s: ServiceDep, request: Request) -> Response:
+    """The printable certificate: hours, star level, issue date, orders, and a QR code of the JSON
+    certificate's URL and digest; the JSON certificate is attached to the PDF as certificate.json."""
+    account = _account(account_id)
+    certificate = await run_in_threadpool(certificates.build_certificate, s, account=account)
+    pdf = await run_in_threadpool(certificates.render_pdf, certificate, base_url=str(request.base_url))
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'inline; filename="certificate-{certificate["account"][2:14]}.pdf"',
+            "X-Certificate-Digest": certificates.certificate_digest(certificate),
+        },
+    )
+
+
+@router.post("/certificates/verify", response_model=VerificationOut, responses=ERRORS)
+async def verify_certificate(s: ServiceDep, body: JsonBody):
+    """Check a JSON certificate: every order's proof offline and on chain (verifyOrder, getBatch), then
+    the totals and the star level. `valid` is false, with what failed named, for a tampered one."""
+    return await run_in_threadpool(certificates.verify_certificate, s, body=body)

@@ -127,15 +127,9 @@ def batch_listing(service: Service, batch_id: int) -> dict[str, Any]:
         if batch is None:
             raise ApiError("not_found", f"no anchored batch {batch_id} of this service")
         rows = session.scalars(select(db.Order).where(db.Order.batch_id == batch.id).order_by(db.Order.seq)).all()
-    deltas = pack_deltas(list(rows))
     amounts = [
-        {
-            "account": protocol.to_hex(deltas[i : i + 32]),
-            "earned": int.from_bytes(deltas[i + 32 : i + 36], "big"),
-            "received": int.from_bytes(deltas[i + 36 : i + 40], "big"),
-            "spent": int.from_bytes(deltas[i + 40 : i + 44], "big"),
-        }
-        for i in range(0, len(deltas), 44)
+        {"account": protocol.to_hex(account), "earned": e, "received": r, "spent": s}
+        for account, (e, r, s) in protocol.unpack_deltas(pack_deltas(list(rows))).items()
     ]
     return {
         "format": BATCH_FORMAT,

@@ -17,7 +17,6 @@ import logging
 import os
 import threading
 import time
-from collections import defaultdict
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import sessionmaker
@@ -43,26 +42,9 @@ RESEND_AFTER_SECONDS = 3.0
 
 
 def pack_deltas(orders: list[db.Order]) -> bytes:
-    """Per-account amounts of a batch, packed as `anchorBatch` takes them: 44 bytes per account,
-    `account ‖ earned ‖ received ‖ spent` (uint32 each), in the order accounts first appear."""
-    earned: dict[str, int] = defaultdict(int)
-    received: dict[str, int] = defaultdict(int)
-    spent: dict[str, int] = defaultdict(int)
-    accounts: dict[str, None] = {}
-    for o in orders:
-        accounts.setdefault(o.volunteer)
-        accounts.setdefault(o.payer)
-        if o.service_type == protocol.TRANSFER_SERVICE_TYPE:
-            received[o.volunteer] += o.minutes
-        else:
-            earned[o.volunteer] += o.minutes
-        spent[o.payer] += o.minutes
-    return b"".join(
-        bytes.fromhex(a[2:])
-        + earned[a].to_bytes(4, "big")
-        + received[a].to_bytes(4, "big")
-        + spent[a].to_bytes(4, "big")
-        for a in accounts
+    """Per-account amounts of a batch, packed as `anchorBatch` takes them (`protocol.amounts`)."""
+    return protocol.pack_amounts(
+        protocol.amounts((bytes.fromhex(o.volunteer[2:]), bytes.fromhex(o.payer[2:]), o.service_type, o.minutes) for o in orders)
     )
 
 

@@ -35,7 +35,7 @@ from sqlalchemy import select
 
 from . import db, protocol
 from .errors import ApiError
-from .service import Service, order_json
+from .service import Service, bundle, proof_path
 
 CERTIFICATE_FORMAT = "timebank-certificate/1"
 ATTACHMENT_NAME = "certificate.json"
@@ -120,30 +120,7 @@ def order_bundles(service: Service, *, volunteer: str) -> list[dict[str, Any]]:
         tree = trees.get(batch.id)
         if tree is None:
             tree = trees[batch.id] = json.loads(batch.tree)
-        index, proof = row.leaf_index, []
-        while index > 0:
-            proof.append(protocol.to_hex(bytes.fromhex(tree[index + 1 if index % 2 == 1 else index - 1])))
-            index = (index - 1) // 2
-        bundles.append(
-            {
-                "format": protocol.PROOF_FORMAT,
-                "domain": domain,
-                "order": order_json(row),
-                "signature": row.signature,
-                "digest": row.digest,
-                "station": row.station,
-                "leaf": protocol.to_hex(protocol.leaf(bytes.fromhex(row.digest[2:]), bytes.fromhex(row.station[2:]))),
-                "proof": proof,
-                "batch": {
-                    "id": batch.chain_batch_id,
-                    "root": batch.root,
-                    "count": batch.count,
-                    "txHash": batch.tx_hash,
-                    "blockNumber": batch.block_number,
-                    "blockHash": batch.block_hash,
-                },
-            }
-        )
+        bundles.append(bundle(domain, row, batch, proof_path(tree, row.leaf_index)))
     return bundles
 
 

@@ -11,7 +11,7 @@ import time
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from . import db
+from . import db, protocol
 from .chain import Chain
 
 log = logging.getLogger(__name__)
@@ -137,12 +137,8 @@ class Follower:
     def _on_BatchAnchored(self, session: Session, entry: dict, a: dict) -> None:
         tx_hash = "0x" + bytes(entry["transactionHash"]).hex()
         _fn, call = self.chain.call_input(tx_hash)
-        deltas: bytes = call["deltas"]
-        for offset in range(0, len(deltas), 44):
-            account = session.get(db.Account, "0x" + deltas[offset : offset + 32].hex())
-            earned = int.from_bytes(deltas[offset + 32 : offset + 36], "big")
-            received = int.from_bytes(deltas[offset + 36 : offset + 40], "big")
-            spent = int.from_bytes(deltas[offset + 40 : offset + 44], "big")
+        for account_id, (earned, received, spent) in protocol.unpack_deltas(call["deltas"]).items():
+            account = session.get(db.Account, protocol.to_hex(account_id))
             if account is not None:
                 account.balance += earned + received - spent
                 account.earned += earned

@@ -340,6 +340,46 @@ def account_id(card_number: str) -> bytes:
     return keccak(card_number.encode("utf-8"))
 
 
+# ----- a batch's per-account amounts (the `deltas` of the contract's anchorBatch) ------------------
+
+DELTA_SIZE = 44  # account 32 ‖ earned uint32 ‖ received uint32 ‖ spent uint32
+Amounts = dict[bytes, tuple[int, int, int]]  # account -> (earned, received, spent)
+
+
+def amounts(orders: Iterable[tuple[bytes, bytes, int, int]]) -> Amounts:
+    """The minutes a batch of orders `(volunteer, payer, serviceType, minutes)` moves, per account, in the
+    order accounts first appear: the volunteer is credited `earned` (`received` for a transfer, service
+    type 100, which earns nothing), the payer debited `spent`."""
+    totals: dict[bytes, list[int]] = {}
+    for volunteer, payer, service_type, minutes in orders:
+        credit = totals.setdefault(volunteer, [0, 0, 0])
+        credit[1 if service_type == TRANSFER_SERVICE_TYPE else 0] += minutes
+        totals.setdefault(payer, [0, 0, 0])[2] += minutes
+    return {account: (e, r, s) for account, (e, r, s) in totals.items()}
+
+
+def pack_amounts(amounts: Amounts) -> bytes:
+    """`anchorBatch`'s `deltas`: 44 bytes per account, in the dictionary's order."""
+    return b"".join(
+        account + e.to_bytes(4, "big") + r.to_bytes(4, "big") + s.to_bytes(4, "big")
+        for account, (e, r, s) in amounts.items()
+    )
+
+
+def unpack_deltas(deltas: bytes) -> Amounts:
+    """Per-account totals of packed `deltas` (an account given twice counts twice, as the contract applies
+    each entry); refuses a length that is not a multiple of 44, as the contract does."""
+    if len(deltas) % DELTA_SIZE:
+        raise ProtocolError("malformed_deltas", f"deltas: {len(deltas)} bytes is not a multiple of {DELTA_SIZE}")
+    totals: dict[bytes, list[int]] = {}
+    for offset in range(0, len(deltas), DELTA_SIZE):
+        entry = deltas[offset : offset + DELTA_SIZE]
+        total = totals.setdefault(entry[:32], [0, 0, 0])
+        for k in range(3):
+            total[k] += int.from_bytes(entry[32 + 4 * k : 36 + 4 * k], "big")
+    return {account: (e, r, s) for account, (e, r, s) in totals.items()}
+
+
 # ----- Merkle trees (OpenZeppelin StandardMerkleTree, PROTOCOL.md section 5) ----------------------
 
 

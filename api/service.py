@@ -184,33 +184,11 @@ class Service:
             batch = session.get(db.Batch, row.batch_id) if row.batch_id else None
         if batch is None or batch.status != "anchored" or row.status not in ("anchored", "revoked"):
             raise ApiError("order_not_anchored", f"order {order_id} is {row.status}, not anchored yet")
-        tree = json.loads(batch.tree)
-        index, proof = row.leaf_index, []
-        while index > 0:
-            proof.append(bytes.fromhex(tree[index + 1 if index % 2 == 1 else index - 1]))
-            index = (index - 1) // 2
-        return row, batch, proof
+        return row, batch, proof_path(json.loads(batch.tree), row.leaf_index)
 
     def proof_bundle(self, order_id: str) -> dict[str, Any]:
         row, batch, proof = self._anchored(order_id)
-        return {
-            "format": protocol.PROOF_FORMAT,
-            "domain": protocol.domain(self.chain_id, self.contract_address),
-            "order": order_json(row),
-            "signature": row.signature,
-            "digest": row.digest,
-            "station": row.station,
-            "leaf": protocol.to_hex(protocol.leaf(_b(row.digest), _b(row.station))),
-            "proof": [protocol.to_hex(p) for p in proof],
-            "batch": {
-                "id": batch.chain_batch_id,
-                "root": batch.root,
-                "count": batch.count,
-                "txHash": batch.tx_hash,
-                "blockNumber": batch.block_number,
-                "blockHash": batch.block_hash,
-            },
-        }
+        return bundle(protocol.domain(self.chain_id, self.contract_address), row, batch, proof)
 
     def account_view(self, account: bytes) -> dict[str, Any]:
         a = self.chain.get_account(account)
@@ -368,6 +346,37 @@ def parse_location(location: Any) -> dict | None:
     ):
         raise ApiError("invalid_request", "location: expected {lat, lon} in range, or null")
     return location
+
+
+def proof_path(tree: list[str], index: int) -> list[bytes]:
+    """The Merkle proof of the leaf at `index` of a stored tree (hex nodes, leaves last)."""
+    proof = []
+    while index > 0:
+        proof.append(bytes.fromhex(tree[index + 1 if index % 2 == 1 else index - 1]))
+        index = (index - 1) // 2
+    return proof
+
+
+def bundle(domain: dict[str, Any], row: db.Order, batch: db.Batch, proof: list[bytes]) -> dict[str, Any]:
+    """The proof bundle of PROTOCOL.md section 7."""
+    return {
+        "format": protocol.PROOF_FORMAT,
+        "domain": domain,
+        "order": order_json(row),
+        "signature": row.signature,
+        "digest": row.digest,
+        "station": row.station,
+        "leaf": protocol.to_hex(protocol.leaf(_b(row.digest), _b(row.station))),
+        "proof": [protocol.to_hex(p) for p in proof],
+        "batch": {
+            "id": batch.chain_batch_id,
+            "root": batch.root,
+            "count": batch.count,
+            "txHash": batch.tx_hash,
+            "blockNumber": batch.block_number,
+            "blockHash": batch.block_hash,
+        },
+    }
 
 
 def order_json(row: db.Order) -> dict[str, Any]:

@@ -68,7 +68,7 @@ from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak
 
 from api import protocol
-from api.protocol import ProtocolError
+from api.protocol import DELTA_SIZE, Amounts, ProtocolError, pack_amounts, unpack_deltas
 
 EXIT_MALFORMED = 6
 EXIT_USAGE = 64
@@ -452,7 +452,6 @@ def _revocation(rpc: Rpc, b: Bundle) -> str:
 
 BATCH_FORMAT = "timebank-batch/1"
 ANCHOR_BATCH_SELECTOR = keccak(b"anchorBatch(bytes32,uint32,bytes)")[:4]
-DELTA_SIZE = 44  # account 32 ‖ earned uint32 ‖ received uint32 ‖ spent uint32
 
 BATCH_STEP_NAMES = {
     0: "listing and RPC",
@@ -463,7 +462,6 @@ BATCH_STEP_NAMES = {
 }
 
 #: {account: (earned, received, spent)}
-Amounts = dict[bytes, tuple[int, int, int]]
 
 
 class ListedOrder(NamedTuple):
@@ -533,36 +531,8 @@ def parse_listing(value: Any) -> Listing:
 
 
 def amounts_of_orders(orders: Iterable[protocol.ServiceOrder]) -> Amounts:
-    """The minutes a batch of orders justifies moving, per account: the volunteer is credited `earned`
-    (`received` for a transfer, service type 100), the payer debited `spent`."""
-    totals: dict[bytes, list[int]] = {}
-    for o in orders:
-        credit = totals.setdefault(o.volunteer, [0, 0, 0])
-        credit[1 if o.serviceType == protocol.TRANSFER_SERVICE_TYPE else 0] += o.minutes
-        totals.setdefault(o.payer, [0, 0, 0])[2] += o.minutes
-    return {account: (e, r, s) for account, (e, r, s) in totals.items()}
-
-
-def pack_amounts(amounts: Amounts) -> bytes:
-    """`anchorBatch`'s `deltas`: 44 bytes per account, in the dictionary's order."""
-    return b"".join(
-        account + e.to_bytes(4, "big") + r.to_bytes(4, "big") + s.to_bytes(4, "big")
-        for account, (e, r, s) in amounts.items()
-    )
-
-
-def unpack_deltas(deltas: bytes) -> Amounts:
-    """Per-account totals of packed `deltas` (an account given twice counts twice, as the contract applies
-    each entry); refuses a length that is not a multiple of 44, as the contract does."""
-    if len(deltas) % DELTA_SIZE:
-        raise ProtocolError("malformed_deltas", f"deltas: {len(deltas)} bytes is not a multiple of {DELTA_SIZE}")
-    totals: dict[bytes, list[int]] = {}
-    for offset in range(0, len(deltas), DELTA_SIZE):
-        entry = deltas[offset: offset + DELTA_SIZE]
-        total = totals.setdefault(entry[:32], [0, 0, 0])
-        for k in range(3):
-            total[k] += int.from_bytes(entry[32 + 4 * k: 36 + 4 * k], "big")
-    return {account: (e, r, s) for account, (e, r, s) in totals.items()}
+    """The minutes a batch of orders justifies moving, per account (`protocol.amounts`)."""
+    return protocol.amounts((o.volunteer, o.payer, o.serviceType, o.minutes) for o in orders)
 
 
 def decode_anchor_call(calldata: bytes) -> tuple[bytes, int, bytes]:

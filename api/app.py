@@ -116,6 +116,17 @@ async def _body_of(raw: bytes, limit: int) -> Any:
         raise ApiError("invalid_request", "the body is not JSON") from None
 
 
+def _prepare_all(items: list, separator: bytes, settings: Settings) -> list:
+    """`prepare` of every bulk item (off the event loop: about 0.1 ms an item), a refusal in its place."""
+    prepared: list = []
+    for item in items:
+        try:
+            prepared.append(prepare(item, separator=separator, settings=settings))
+        except ApiError as exc:
+            prepared.append(exc)
+    return prepared
+
+
 def _hex32(value: str, field: str) -> str:
     try:
         return protocol.to_hex(protocol.parse_bytes(value.lower(), 32, field))
@@ -218,12 +229,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
             raise ApiError("invalid_request", "expected an object with items")
         if len(items) > settings.bulk_max_items:
             raise ApiError("too_many_items", f"{len(items)} items, at most {settings.bulk_max_items}")
-        prepared: list = []
-        for item in items:
-            try:
-                prepared.append(prepare(item, separator=s.separator, settings=settings))
-            except ApiError as exc:
-                prepared.append(exc)
+        prepared = await run_in_threadpool(_prepare_all, items, s.separator, settings)
         outcomes: list[Outcome] = await s.writer.submit(prepared) if prepared else []
         results = []
         for o in outcomes:

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import sessionmaker
 
 from . import db, protocol
@@ -85,9 +85,9 @@ class Batcher:
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.max_in_flight = 4
+        self.max_in_flight = settings.batch_max_in_flight
         self._last_sent: dict[int, float] = {}  # transaction id -> when it was last broadcast
-        self.on_change = lambda: None  # called after orders were rejected
+        self.on_change = lambda **changed: None  # told the accounts whose orders were rejected
 
     # ----- loop -----------------------------------------------------------------------------------
 
@@ -248,7 +248,7 @@ class Batcher:
                     .where(db.Order.seq == order.seq, db.Order.status == "accepted")
                     .values(status="rejected", reason=reason)
                 )
-        self.on_change()
+        self.on_change(accounts={o.volunteer for o, _ in rejected}, balances={o.payer for o, _ in rejected})
         log.warning("rejected %d orders the chain no longer allows", len(rejected))
 
     def _record_and_send(self, orders: list[db.Order], tree: protocol.MerkleTree, deltas: bytes, gas: int) -> None:
@@ -267,12 +267,12 @@ class Batcher:
                 batch.tx_id = batch.chain_batch_id = batch.tx_hash = batch.block_number = batch.block_hash = None
                 batch.created_at = time.time()
                 session.flush()
-                for position, o in enumerate(orders):
-                    session.execute(
-                        update(db.Order)
-                        .where(db.Order.seq == o.seq)
-                        .values(batch_id=batch.id, leaf_index=tree.tree_index[position])
-                    )
+                session.connection().execute(
+                    update(db.Order.__table__)
+                    .where(db.Order.__table__.c.seq == bindparam("o_seq"))
+                    .values(batch_id=batch.id, leaf_index=bindparam("o_leaf")),
+                    [{"o_seq": o.seq, "o_leaf": tree.tree_index[i]} for i, o in enumerate(orders)],
+                )
             batch_id = batch.id
         _fault("batch_recorded")
         self._send(batch_id, gas)

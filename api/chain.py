@@ -257,7 +257,7 @@ class TxSender:
             session.scalars(
                 select(db.Transaction.nonce).where(
                     db.Transaction.sender == self.address,
-                    db.Transaction.status == "sent",
+                    db.Transaction.status.in_(("sent", "mined")),  # mined: may be marked so since `mined` was read
                     db.Transaction.nonce >= mined,
                 )
             )
@@ -328,11 +328,19 @@ class TxSender:
             log.warning("chain unavailable; transaction %s stays recorded and is re-broadcast later", row.tx_hash)
         except (ValueError, Web3RPCError) as exc:
             message = str(exc).lower()
-            if "already" in message or "known" in message or "nonce too low" in message:
-                return None  # the node has it, or mined it
+            if "already" in message or "known" in message:
+                return None  # the node has it
+            if "nonce too low" in message and self._known(row.tx_hash):
+                return None  # mined
             log.warning("broadcast of %s refused: %s", row.tx_hash, exc)
             return str(exc)
         return None
+
+    def _known(self, tx_hash: str) -> bool:
+        try:
+            return self.chain.w3.eth.get_transaction(tx_hash) is not None
+        except TransactionNotFound:
+            return False
 
     def send(self, fn_call, purpose: str, gas: int) -> db.Transaction:
         with self.sessions() as session:

@@ -3,6 +3,7 @@ by URL) and migrations (Alembic, `api/migrations`). Bytes are kept as 0x-prefixe
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from sqlalchemy import (
@@ -99,7 +100,7 @@ class Transaction(Base):
     tx_hash: Mapped[str] = mapped_column(HEX32, unique=True)
     raw: Mapped[str] = mapped_column(Text)
     purpose: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default="sent")  # sent, mined, reverted, refused
+    status: Mapped[str] = mapped_column(String(16), default="sent")  # sent, mined, reverted, refused, dropped (lost with a chain reset)
     block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
 
@@ -243,9 +244,33 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(connection):
-            connection.exec_driver_sql(begin)
+        if writer:
+            # The service's writers (order writer, batcher, follower, sender, relays) take turns through
+            # this lock before SQLite's own: a waiting writer wakes as soon as the lock is free instead of
+            # polling in SQLite's busy handler (sleeps of up to 100 ms).
+            turn = threading.RLock()
+
+            @event.listens_for(engine, "begin")
+            def _sqlite_begin(connection):
+                turn.acquire()
+                connection.info["timebank_turns"] = connection.info.get("timebank_turns", 0) + 1
+                try:
+                    connection.exec_driver_sql(begin)
+                except BaseException:
+                    _end_turn(connection)
+                    raise
+
+            def _end_turn(connection, *_args):
+                for _ in range(connection.info.pop("timebank_turns", 0)):
+                    turn.release()
+
+            event.listen(engine, "commit", _end_turn)
+            event.listen(engine, "rollback", _end_turn)
+        else:
+
+            @event.listens_for(engine, "begin")
+            def _sqlite_begin(connection):
+                connection.exec_driver_sql(begin)
 
         return engine
     if url.startswith("postgresql://"):

@@ -36,6 +36,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "invalid_minutes": (422, "minutes is zero or longer than the service lasted"),
     "minutes_over_limit": (422, "minutes is over the per-order maximum"),
     "invalid_time_range": (422, "endTime is before startTime"),
+    "service_too_long": (422, "check-in to check-out lasts more than a day"),
     "end_time_in_future": (422, "endTime is in the future beyond the allowed clock skew"),
     "order_too_old": (422, "endTime is older than the accepted window"),
     "unknown_account": (422, "the volunteer, payer or recipient account is not registered"),

@@ -26,7 +26,8 @@ class Follower:
         self.sessions = sessions
         self.start_block = start_block
         self.confirmations = confirmations
-        self.on_change = lambda: None  # called after a step that changed the mirror
+        # told what a step changed: on_change(accounts=..., balances=..., stations=..., everything=...)
+        self.on_change = lambda **changed: None
 
     def cursor(self, session: Session) -> db.FollowerState | None:
         return session.get(db.FollowerState, 1)
@@ -37,46 +38,63 @@ class Follower:
             return state.block_number if state else self.start_block - 1
 
     def step(self) -> int:
-        """Applies the next range of confirmed blocks; returns how many blocks it applied."""
-        self._changed = False
-        try:
-            return self._step()
-        finally:
-            if self._changed:
-                self.on_change()
-
-    def _step(self) -> int:
+        """Applies the next range of confirmed blocks; returns how many blocks it applied. Everything it
+        asks the chain is asked before the write transaction opens, so the database's write lock is
+        held only for the writes."""
         head = self.chain.block_number()
         target = head - (self.confirmations - 1)
+        with self.sessions() as session:
+            state = self.cursor(session)
+            cursor, cursor_hash = (state.block_number, state.block_hash) if state else (self.start_block - 1, "0x")
+        if cursor > head or (cursor_hash != "0x" and self.chain.block_hash(cursor) != cursor_hash):
+            with self.sessions() as session, session.begin():
+                self._chain_reset(session, self.cursor(session))
+            self.on_change(everything=True)
+            return 0
+        if target <= cursor:
+            return 0
+        to_block = min(target, cursor + MAX_RANGE)
+        events = []
+        for entry in self.chain.logs(cursor + 1, to_block):
+            event = self.chain.event(entry)
+            if event is not None:
+                name, args = event
+                call = None
+                if name in ("BatchAnchored", "OrderRevoked"):  # their amounts are in the calldata
+                    call = self.chain.call_input("0x" + bytes(entry["transactionHash"]).hex())[1]
+                events.append((entry, name, args, call))
+        to_hash = self.chain.block_hash(to_block)
+        self._accounts: set[str] = set()
+        self._balances: set[str] = set()
+        self._stations: set[str] = set()
         with self.sessions() as session, session.begin():
             state = self.cursor(session)
             if state is None:
-                state = db.FollowerState(id=1, contract=self.chain.address.lower(), block_number=self.start_block - 1, block_hash="0x")
+                state = db.FollowerState(id=1, contract=self.chain.address.lower(), block_number=cursor, block_hash="0x")
                 session.add(state)
-            elif state.block_number > head or (
-                state.block_hash != "0x" and self.chain.block_hash(state.block_number) != state.block_hash
-            ):
-                self._chain_reset(session, state)
-                self._changed = True
-                return 0
-            if target <= state.block_number:
-                return 0
-            to_block = min(target, state.block_number + MAX_RANGE)
-            for entry in self.chain.logs(state.block_number + 1, to_block):
-                event = self.chain.event(entry)
-                if event is not None:
-                    self._apply(session, entry, *event)
-                    self._changed = True
-            applied = to_block - state.block_number
-            state.block_number = to_block
-            state.block_hash = self.chain.block_hash(to_block)
-            return applied
+            elif state.block_number != cursor:
+                return 0  # another follower moved the cursor meanwhile: look again
+            for entry, name, args, call in events:
+                handler = getattr(self, f"_on_{name}", None)
+                if handler is not None:
+                    handler(session, entry, args, call)
+            state.block_number, state.block_hash = to_block, to_hash
+        if self._accounts or self._balances or self._stations:
+            self.on_change(accounts=self._accounts, balances=self._balances, stations=self._stations)
+        return to_block - cursor
 
     def _chain_reset(self, session: Session, state: db.FollowerState) -> None:
         """The chain no longer has the block the mirror was built to (a reset or a deep reorg): rebuild
         the mirror from the deployment block, and put back into the queue the batches whose roots the
         chain no longer knows, so they are anchored again."""
         log.error("chain reset detected at block %s: rebuilding the mirror", state.block_number)
+        # transactions mined in the lost blocks are no longer mined: their nonces are free again
+        head = self.chain.block_number()
+        session.execute(
+            update(db.Transaction)
+            .where(db.Transaction.status == "mined", db.Transaction.block_number > head)
+            .values(status="dropped")
+        )
         for table in (db.Station, db.District, db.Auditor):
             session.execute(table.__table__.delete())
         # accounts keep their off-chain profile; the chain's part is rebuilt from the events
@@ -94,61 +112,63 @@ class Follower:
                     .values(status="accepted", batch_id=None, leaf_index=None, anchored_at=None)
                 )
 
-    # ----- events ---------------------------------------------------------------------------------
+    # ----- events (each handler writes only; the step fetched what they need) ----------------------
 
-    def _apply(self, session: Session, entry: dict, name: str, args: dict) -> None:
-        handler = getattr(self, f"_on_{name}", None)
-        if handler is not None:
-            handler(session, entry, args)
-
-    def _on_DistrictRegistered(self, session: Session, entry: dict, a: dict) -> None:
+    def _on_DistrictRegistered(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
         session.merge(db.District(district=a["district"], admin=a["admin"]))
 
-    def _on_StationRegistered(self, session: Session, entry: dict, a: dict) -> None:
+    def _on_StationRegistered(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
         session.merge(
             db.Station(station=a["station"], district=a["district"], active_from=a["activeFromBlock"], active_until=0)
         )
+        self._stations.add(a["station"])
 
-    def _on_StationRemoved(self, session: Session, entry: dict, a: dict) -> None:
+    def _on_StationRemoved(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
         station = session.get(db.Station, a["station"])
         if station is not None:
             station.active_until = a["activeUntilBlock"]
+        self._stations.add(a["station"])
 
-    def _on_AccountRegistered(self, session: Session, entry: dict, a: dict) -> None:
+    def _on_AccountRegistered(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
         account = session.get(db.Account, a["account"])
         if account is None:
             session.add(db.Account(account=a["account"], district=a["district"], kind=a["kind"], status=1, balance=0, earned=0, qualified=False))
         else:  # a profile written before the chain registered the account
             account.district, account.kind, account.status = a["district"], a["kind"], 1
+        self._accounts.add(a["account"])
 
-    def _on_AccountStatusChanged(self, session: Session, entry: dict, a: dict) -> None:
+    def _on_AccountStatusChanged(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
         account = session.get(db.Account, a["account"])
         if account is not None:
             account.status = a["status"]
+        self._accounts.add(a["account"])
 
-    def _on_Granted(self, session: Session, entry: dict, a: dict) -> None:
+    def _on_Granted(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
         account = session.get(db.Account, a["account"])
         if account is not None:
             account.balance = a["balanceMinutes"]
+        self._balances.add(a["account"])
 
-    def _on_AuditorRegistered(self, session: Session, entry: dict, a: dict) -> None:
+    def _on_AuditorRegistered(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
         session.merge(db.Auditor(auditor=a["auditor"], district=a["district"]))
 
-    def _on_BatchAnchored(self, session: Session, entry: dict, a: dict) -> None:
-        tx_hash = "0x" + bytes(entry["transactionHash"]).hex()
-        _fn, call = self.chain.call_input(tx_hash)
+    def _on_BatchAnchored(self, session: Session, entry: dict, a: dict, call: dict) -> None:
+        batch = session.scalar(select(db.Batch).where(db.Batch.root == a["root"]))
         for account_id, (earned, received, spent) in protocol.unpack_deltas(call["deltas"]).items():
-            account = session.get(db.Account, protocol.to_hex(account_id))
+            key = protocol.to_hex(account_id)
+            account = session.get(db.Account, key)
             if account is not None:
                 account.balance += earned + received - spent
                 account.earned += earned
-        batch = session.scalar(select(db.Batch).where(db.Batch.root == a["root"]))
+            # our own batch moves a payer's minutes from promised to spent: available stays the same
+            if batch is None or earned or received:
+                self._balances.add(key)
         if batch is None:
             return  # another service's batch: its amounts are applied above
         now = time.time()
         batch.status = "anchored"
         batch.chain_batch_id = a["batchId"]
-        batch.tx_hash = tx_hash
+        batch.tx_hash = "0x" + bytes(entry["transactionHash"]).hex()
         batch.block_number = entry["blockNumber"]
         batch.block_hash = "0x" + bytes(entry["blockHash"]).hex()
         batch.anchored_at = now
@@ -158,8 +178,7 @@ class Follower:
             .values(status="anchored", anchored_at=now)
         )
 
-    def _on_OrderRevoked(self, session: Session, entry: dict, a: dict) -> None:
-        _fn, call = self.chain.call_input("0x" + bytes(entry["transactionHash"]).hex())
+    def _on_OrderRevoked(self, session: Session, entry: dict, a: dict, call: dict) -> None:
         order = call["order"]
         if isinstance(order, dict):
             order = [order[k] for k in ("orderId", "district", "volunteer", "payer", "recipient", "serviceType", "startTime", "endTime", "minutes_", "detailsHash")]
@@ -178,3 +197,5 @@ class Follower:
             .where(db.Order.order_id == a["orderId"])
             .values(status="revoked", reason=f"revoked on chain, reason {a['reason']}")
         )
+        self._accounts.add(volunteer_id)  # the revoked order no longer holds the volunteer's time
+        self._balances.add(payer_id)

@@ -17,7 +17,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +33,7 @@ PROFESSIONAL_SERVICE_TYPES = {9}
 VOLUNTEER_KINDS = {1, 3}
 CONFIRMATION_METHODS = {"voice", "card", "signature"}
 ACTIVE = 1
+MAX_SERVICE_SECONDS = 24 * 3600  # one service, check-in to check-out
 
 
 @dataclass
@@ -109,6 +110,8 @@ def prepare(body: Any, *, separator: bytes, settings: Settings, now: float | Non
         raise ApiError("unknown_service_type", f"service type {order.serviceType} is not in the protocol")
     if order.endTime < order.startTime:
         raise ApiError("invalid_time_range")
+    if order.serviceType != protocol.TRANSFER_SERVICE_TYPE and order.endTime - order.startTime > MAX_SERVICE_SECONDS:
+        raise ApiError("service_too_long", f"a service lasts at most {MAX_SERVICE_SECONDS // 3600} hours")
     if order.minutes == 0:
         raise ApiError("invalid_minutes", "minutes must be positive")
     if order.serviceType != protocol.TRANSFER_SERVICE_TYPE and order.minutes > (order.endTime - order.startTime) // 60:
@@ -145,12 +148,18 @@ class AccountState:
 class StateCache:
     """What the checks read, kept in memory by the writer: stations, accounts, each payer's available
     minutes (mirrored balance less minutes promised in orders not yet anchored) and each volunteer's
-    service intervals. Loaded from the store on first use; dropped whole when the follower or the batcher
-    changes the store (`invalidate`), and after a failed write. A stale entry can only be the chain's
-    state a moment earlier: what it lets through, the batch's simulation then splits off."""
+    recent service intervals. Loaded from the store on first use. Whoever changes what an entry was loaded
+    from says so (`invalidate`, thread-safe); the writer drops those entries before its next group, and
+    everything after a failed write. Anchoring one of our own batches needs no word: it takes the same
+    minutes off the payer's balance and off what is promised, so what is available stays the same."""
 
-    def __init__(self) -> None:
-        self._dirty = threading.Event()
+    def __init__(self, intervals_window: int = 0) -> None:
+        self.intervals_window = intervals_window  # seconds of past intervals an order can still overlap
+        self._lock = threading.Lock()
+        self._all = False
+        self._accounts: set[str] = set()
+        self._balances: set[str] = set()
+        self._stations: set[str] = set()
         self.clear()
 
     def clear(self) -> None:
@@ -159,14 +168,38 @@ class StateCache:
         self.available: dict[str, int] = {}
         self.intervals: dict[str, list[tuple[int, int]]] = {}
 
-    def invalidate(self) -> None:
-        """Thread-safe: the writer drops everything before its next group."""
-        self._dirty.set()
+    def invalidate(
+        self,
+        accounts: Iterable[str] = (),
+        balances: Iterable[str] = (),
+        stations: Iterable[str] = (),
+        *,
+        everything: bool = False,
+    ) -> None:
+        """Before the writer's next group, drop: `accounts`' entries (state, available minutes and
+        intervals), `balances`' available minutes, `stations`' entries; or `everything` (also when called
+        with nothing named)."""
+        accounts, balances, stations = set(accounts), set(balances), set(stations)
+        with self._lock:
+            self._all |= everything or not (accounts or balances or stations)
+            self._accounts |= accounts
+            self._balances |= balances
+            self._stations |= stations
 
     def refresh(self) -> None:
-        if self._dirty.is_set():
-            self._dirty.clear()
+        with self._lock:
+            everything, accounts, balances, stations = self._all, self._accounts, self._balances, self._stations
+            self._all, self._accounts, self._balances, self._stations = False, set(), set(), set()
+        if everything:
             self.clear()
+            return
+        for account in accounts:
+            self.accounts.pop(account, None)
+            self.intervals.pop(account, None)
+        for account in accounts | balances:
+            self.available.pop(account, None)
+        for station in stations:
+            self.stations.pop(station, None)
 
     def station(self, session: Session, address: str) -> db.Station | None:
         if address not in self.stations:
@@ -201,9 +234,11 @@ class StateCache:
 
     def volunteer_intervals(self, session: Session, volunteer: str) -> list[tuple[int, int]]:
         if volunteer not in self.intervals:
+            since = time.time() - self.intervals_window if self.intervals_window else 0
             rows = session.execute(
                 select(db.Order.start_time, db.Order.end_time).where(
                     db.Order.volunteer == volunteer,
+                    db.Order.end_time >= since,
                     db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
                     db.Order.status.in_(("accepted", "anchored")),
                 )
@@ -348,7 +383,9 @@ class Writer:
         self.sessions = sessions
         self.settings = settings
         self.max_group = max_group
-        self.cache = StateCache()
+        # an order ending before the accepted window is refused before the checks, and a service lasts at
+        # most MAX_SERVICE_SECONDS: older intervals cannot overlap one
+        self.cache = StateCache(intervals_window=settings.order_max_age_seconds + MAX_SERVICE_SECONDS + 60)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="order-writer", daemon=True)
         self._stopping = False

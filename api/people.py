@@ -238,7 +238,7 @@ def register_person(service: Service, caller: Caller, body: Any) -> dict[str, An
         except IntegrityError:
             if attempt == 2:
                 raise ApiError("person_exists", f"card {card_number} is registered") from None
-    service.writer.cache.invalidate()
+    service.writer.cache.invalidate(accounts=[account])
     return get_person(service, caller, card_number)
 
 
@@ -261,7 +261,7 @@ def update_person(service: Service, caller: Caller, card_number: str, body: Any)
             setattr(person, column, value)
         person.updated_at = time.time()
         _write_profile(service, session, person, district=person.district, kind=kind)
-    service.writer.cache.invalidate()
+    service.writer.cache.invalidate(accounts=[account])
     return get_person(service, caller, card_number)
 
 

@@ -9,6 +9,7 @@ checked. Bytes values are Python ``bytes``; on the wire they are 0x-prefixed low
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Iterable, NamedTuple, Sequence
 
 os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")  # 3-4x faster keccak when safe-pysha3 is installed
@@ -61,7 +62,7 @@ DOMAIN_TYPE = [
     ("verifyingContract", "address"),
 ]
 
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_HEX = re.compile(r"[0-9a-fA-F]*")
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
@@ -93,7 +94,7 @@ def parse_bytes(value: Any, length: int | None, field: str) -> bytes:
     if not isinstance(value, str) or not value.startswith("0x"):
         raise ProtocolError("malformed_hex", f"{field}: expected 0x-prefixed hex, got {value!r:.80}")
     digits = value[2:]
-    if len(digits) % 2 or not all(c in _HEX_DIGITS for c in digits):
+    if len(digits) % 2 or not _HEX.fullmatch(digits):
         raise ProtocolError("malformed_hex", f"{field}: not hex: {value!r:.80}")
     raw = bytes.fromhex(digits)
     if length is not None and len(raw) != length:

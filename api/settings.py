@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     # Anchoring
     batch_max_orders: int = Field(256, ge=1, le=1024)
     batch_max_wait_seconds: float = Field(1.0, gt=0)
+    batch_max_in_flight: int = Field(8, ge=1, le=64)  # batches sent and not yet anchored, at most
     confirmations: int = Field(1, ge=1)
     poll_interval_seconds: float = Field(0.2, gt=0)
     tx_timeout_seconds: float = Field(60.0, gt=0)

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export ETH_HASH_BACKEND := pysha3
 export HARDHAT_DISABLE_TELEMETRY_PROMPT := true
 
-.PHONY: setup test-tools compile chain stop status deploy run test clean clean-chain
+.PHONY: setup test-tools compile chain stop status deploy run test test-long clean clean-chain
 .NOTPARALLEL:
 
 setup: $(VENV)/.installed node_modules/.installed
@@ -72,7 +72,11 @@ run: setup compile chain deploy
 	fi
 
 test: setup compile test-tools
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not long"
+
+# The long fault-suite runs (pytest's `long` marker), left out of `make test` and CI.
+test-long: setup compile test-tools
+	$(PY) -m pytest -m long
 
 # Build outputs only: the chain (node/data/) and its deployment record stay.
 clean:

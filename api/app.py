@@ -108,6 +108,8 @@ async def _body(request: Request, limit: int) -> Any:
 
 
 async def _body_of(raw: bytes, limit: int) -> Any:
+    """An order, bulk or command body. Parsed as Python does (NaN and lone surrogates included): what
+    the protocol cannot take is refused item by item, by `prepare` and `protocol.parse_message`."""
     if len(raw) > limit:
         raise ApiError("body_too_large", f"the body is {len(raw)} bytes, over the limit of {limit}")
     try:

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from . import db, protocol
@@ -77,10 +77,11 @@ def culprits(revert: ContractRevert, orders: list[db.Order]) -> list[tuple[db.Or
 
 
 class Batcher:
-    def __init__(self, chain: Chain, sender: TxSender, sessions: sessionmaker, settings: Settings):
+    def __init__(self, chain: Chain, sender: TxSender, sessions: sessionmaker, settings: Settings, reads: sessionmaker | None = None):
         self.chain = chain
         self.sender = sender
         self.sessions = sessions
+        self.reads = reads or sessions  # for what only reads: no write lock taken
         self.settings = settings
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -139,7 +140,7 @@ class Batcher:
     def send_lonely(self) -> None:
         """Sends the batches recorded without a transaction (a crash between the two commits, or a
         transaction the node refused), unless the chain already holds their root."""
-        with self.sessions() as session:
+        with self.reads() as session:
             lonely = session.scalars(select(db.Batch).where(db.Batch.status == "pending", db.Batch.tx_id.is_(None))).all()
         for batch in lonely:
             if self.chain.batch_id_of_root(bytes.fromhex(batch.root[2:])) != 0:
@@ -154,7 +155,7 @@ class Batcher:
         """Looks at the transactions of batches in flight. Not mined after a while: sent again as recorded
         (the node may never have had it); refused by the node: the batch goes back to be sent anew.
         Reverted: the batch is failed and its orders are batched again."""
-        with self.sessions() as session:
+        with self.reads() as session:
             rows = session.execute(
                 select(db.Batch.id, db.Transaction)
                 .join(db.Transaction, db.Batch.tx_id == db.Transaction.id)
@@ -203,23 +204,26 @@ class Batcher:
 
     def step(self) -> bool:
         """Makes and sends one batch when one is due; returns whether it did."""
-        with self.sessions() as session:
+        queued = (db.Order.status == "accepted", db.Order.batch_id.is_(None))
+        with self.reads() as session:
             in_flight = session.scalar(
                 select(db.Batch.id).where(db.Batch.status.in_(IN_FLIGHT)).offset(self.max_in_flight - 1).limit(1)
             )
             if in_flight is not None:
                 return False
-            orders = session.scalars(
-                select(db.Order)
-                .where(db.Order.status == "accepted", db.Order.batch_id.is_(None))
-                .order_by(db.Order.seq)
-                .limit(self.settings.batch_max_orders)
-            ).all()
-        if not orders:
-            return False
-        oldest = orders[0].accepted_at
-        if len(orders) < self.settings.batch_max_orders and time.time() - oldest < self.settings.batch_max_wait_seconds:
-            self.wake.wait(oldest + self.settings.batch_max_wait_seconds - time.time())
+            # whether a batch is due, without loading the orders: a full one, or the oldest waited enough
+            waiting, oldest = session.execute(select(func.count(), func.min(db.Order.accepted_at)).where(*queued)).one()
+            if not waiting:
+                return False
+            if waiting < self.settings.batch_max_orders and time.time() - oldest < self.settings.batch_max_wait_seconds:
+                due = oldest + self.settings.batch_max_wait_seconds - time.time()
+            else:
+                due = 0
+                orders = session.scalars(
+                    select(db.Order).where(*queued).order_by(db.Order.seq).limit(self.settings.batch_max_orders)
+                ).all()
+        if due > 0:
+            self.wake.wait(due)
             self.wake.clear()
             return True
         while orders:
@@ -280,7 +284,7 @@ class Batcher:
     def _send(self, batch_id: int, gas: int | None = None) -> None:
         """Signs and records the batch's transaction in the same commit that marks it sent, then
         broadcasts it."""
-        with self.sessions() as session:
+        with self.reads() as session:
             root, count, deltas = session.execute(
                 select(db.Batch.root, db.Batch.count, db.Batch.deltas).where(db.Batch.id == batch_id)
             ).one()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -184,8 +185,8 @@ def _parse_certificate(body: Any) -> dict[str, Any]:
     if not isinstance(orders, list):
         raise _malformed("orders: expected a list of proof bundles")
     hours = body.get("hours")
-    if isinstance(hours, bool) or not isinstance(hours, (int, float)):
-        raise _malformed(f"hours: expected a number, got {hours!r:.40}")
+    if isinstance(hours, bool) or not isinstance(hours, (int, float)) or abs(hours) > 2**63 or not math.isfinite(hours):
+        raise _malformed(f"hours: expected a finite number, got {hours!r:.40}")
     return {
         "account": account,
         "chainId": _int(chain.get("chainId"), "chain.chainId", 256),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from .auth import Caller, authenticate
@@ -31,11 +33,28 @@ async def raw_body(request: Request) -> bytes:
 RawBody = Annotated[bytes, Depends(raw_body)]
 
 
-async def json_body(raw: RawBody) -> Any:
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body of the routers' endpoints (people, supervision, certificates) as strict JSON (RFC 8259):
+    no NaN or Infinity, no lone surrogates (which no database or UTF-8 text can hold), no nesting deeper
+    than Python parses. Refusals are 400 `invalid_request`."""
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ApiError("invalid_request", "the body is not JSON") from None
+        value = json.loads(raw, parse_constant=_no_constant)
+        if _SURROGATE_ESCAPE.search(raw):  # escaped surrogates: only whole pairs are text
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
+        raise ApiError("invalid_request", "the body is not JSON (RFC 8259, UTF-8)") from None
+    return value
+
+
+async def json_body(raw: RawBody) -> Any:
+    return parse_json(raw)
 
 
 JsonBody = Annotated[Any, Depends(json_body)]
@@ -59,3 +78,22 @@ async def signed_caller(request: Request, raw: RawBody) -> Caller:
 
 
 SignedCaller = Annotated[Caller, Depends(signed_caller)]
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` written in place, for an operation's `openapi_extra` (a
+    `#/$defs/...` reference would point at nothing inside the OpenAPI document)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(defs[ref[len("#/$defs/") :]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)

@@ -21,9 +21,10 @@ TRANSFER = 100
 
 
 class Follower:
-    def __init__(self, chain: Chain, sessions: sessionmaker, start_block: int, confirmations: int = 1):
+    def __init__(self, chain: Chain, sessions: sessionmaker, start_block: int, confirmations: int = 1, reads: sessionmaker | None = None):
         self.chain = chain
         self.sessions = sessions
+        self.reads = reads or sessions  # for what only reads: no write lock taken
         self.start_block = start_block
         self.confirmations = confirmations
         # told what a step changed: on_change(accounts=..., balances=..., stations=..., everything=...)
@@ -33,7 +34,7 @@ class Follower:
         return session.get(db.FollowerState, 1)
 
     def applied_block(self) -> int:
-        with self.sessions() as session:
+        with self.reads() as session:
             state = self.cursor(session)
             return state.block_number if state else self.start_block - 1
 
@@ -43,7 +44,7 @@ class Follower:
         held only for the writes."""
         head = self.chain.block_number()
         target = head - (self.confirmations - 1)
-        with self.sessions() as session:
+        with self.reads() as session:
             state = self.cursor(session)
             cursor, cursor_hash = (state.block_number, state.block_hash) if state else (self.start_block - 1, "0x")
         if cursor > head or (cursor_hash != "0x" and self.chain.block_hash(cursor) != cursor_hash):

@@ -118,6 +118,8 @@ def _text(value: Any, field: str, limit: int, *, optional: bool) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > limit:
         raise ApiError("invalid_request", f"{field}: expected a non-empty string of at most {limit} characters")
+    if "\x00" in value:  # PostgreSQL text cannot hold NUL
+        raise ApiError("invalid_request", f"{field}: NUL characters are not allowed")
     return value.strip()
 
 

@@ -61,9 +61,9 @@ class Service:
         self.reads = db.session_factory(self.read_engine)
         self.sender = TxSender(self.chain, settings.relayer_private_key(self.chain_id), self.sessions)
         self.city_admin = self.chain.city_admin()
-        self.follower = Follower(self.chain, self.sessions, self._deployment_block(), settings.confirmations)
+        self.follower = Follower(self.chain, self.sessions, self._deployment_block(), settings.confirmations, reads=self.reads)
         self.writer = Writer(self.sessions, settings)
-        self.batcher = Batcher(self.chain, self.sender, self.sessions, settings)
+        self.batcher = Batcher(self.chain, self.sender, self.sessions, settings, reads=self.reads)
         self.writer.on_commit = lambda _n: self.batcher.wake.set()
         self.follower.on_change = self.writer.cache.invalidate
         self.batcher.on_change = self.writer.cache.invalidate

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import people, protocol
 from ..auth import Caller
-from ..deps import JsonBody, RawBody, ServiceDep, SignedCaller, signed_caller
+from ..deps import JsonBody, RawBody, ServiceDep, SignedCaller, inline_schema, signed_caller
 from ..errors import ApiError
 
 router = APIRouter(prefix="/v1", tags=["people"])
@@ -142,7 +142,7 @@ class PlanOut(BaseModel):
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"content": {"application/json": {"schema": model.model_json_schema()}}, "required": True}}
+    return {"requestBody": {"content": {"application/json": {"schema": inline_schema(model)}}, "required": True}}
 
 
 def _hex32(value: str, field: str) -> str:

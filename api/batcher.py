@@ -84,6 +84,7 @@ class Batcher:
         self.reads = reads or sessions  # for what only reads: no write lock taken
         self.settings = settings
         self.wake = threading.Event()
+        self._queued = 0  # orders accepted since the last batch, as the writer reported them (a hint)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.max_in_flight = settings.batch_max_in_flight
@@ -123,6 +124,13 @@ class Batcher:
             if not made:
                 self.wake.wait(self.settings.poll_interval_seconds)
                 self.wake.clear()
+
+    def accepted(self, count: int) -> None:
+        """The writer committed `count` new orders: wake up early only when they fill a batch (else the
+        batch is made when its oldest order has waited long enough)."""
+        self._queued += count
+        if self._queued >= self.settings.batch_max_orders:
+            self.wake.set()
 
     # ----- steps ----------------------------------------------------------------------------------
 
@@ -226,6 +234,7 @@ class Batcher:
             self.wake.wait(due)
             self.wake.clear()
             return True
+        self._queued = max(0, self._queued - len(orders))
         while orders:
             tree, deltas = build(orders)
             call = self.chain.contract.functions.anchorBatch(tree.root, len(orders), deltas)

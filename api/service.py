@@ -64,7 +64,7 @@ class Service:
         self.follower = Follower(self.chain, self.sessions, self._deployment_block(), settings.confirmations, reads=self.reads)
         self.writer = Writer(self.sessions, settings)
         self.batcher = Batcher(self.chain, self.sender, self.sessions, settings, reads=self.reads)
-        self.writer.on_commit = lambda _n: self.batcher.wake.set()
+        self.writer.on_commit = self.batcher.accepted
         self.follower.on_change = self.writer.cache.invalidate
         self.batcher.on_change = self.writer.cache.invalidate
         self._stop = threading.Event()

@@ -278,6 +278,12 @@ def verdict(rows: list[Row]) -> list[str]:
         gap = row.per_order - target
         status = "meets it" if gap <= 0 else f"MISSES by {gap:,.0f} gas/order ({gap / target:.1%})"
         out.append(f"- {what}: {row.per_order:,.0f} gas/order; target {target:,}: {status}")
+    single = next(r for r in rows if r.label == "distinct" and r.orders == 1)
+    for what, row in (("mixed batch of 256", mixed), (f"distinct batch of {largest.orders:,}", largest)):
+        out.append(
+            f"- one transaction per order (a batch of one, same node, same run) costs {single.per_order:,.0f} gas;"
+            f" the {what} costs {single.per_order / row.per_order:.1f} times less per order (target: at least 10)"
+        )
     overhead = largest.exec_per_account - STORAGE_FLOOR
     out.append(
         f"- per account touched: {largest.exec_per_account:,.0f} gas of execution, of which {STORAGE_FLOOR:,} is the"

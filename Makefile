@@ -62,14 +62,10 @@ status: setup
 deploy: setup compile
 	$(PY) -m scripts.deploy
 
+# The API in the foreground (Ctrl-C stops it); the chain keeps running until `make stop`.
 run: setup compile chain deploy
-	@# >>> lead: replace this step with the API server (it keeps running in the foreground) <<<
-	@if [ -f api/__main__.py ]; then \
-		exec $(PY) -m api; \
-	else \
-		echo "TimeBank: $$($(PY) -c 'import json; print(json.load(open("node/deployments/31337.json"))["address"])')"; \
-		echo "The chain keeps running on http://127.0.0.1:$${TIMEBANK_ANVIL_PORT:-8545}; make stop stops it."; \
-	fi
+	@echo "TimeBank at $$($(PY) -c 'import json; print(json.load(open("node/deployments/31337.json"))["address"])'); API on http://$${TIMEBANK_HOST:-127.0.0.1}:$${TIMEBANK_PORT:-8000} (docs at /docs); the chain stays up until make stop"
+	$(PY) -m api
 
 test: setup compile test-tools
 	$(PY) -m pytest -m "not long"

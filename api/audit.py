@@ -33,7 +33,7 @@ from . import db, protocol
 from .auth import Caller
 from .batcher import pack_deltas
 from .errors import ApiError
-from .service import Service, order_json
+from .service import Service, batch_json, order_json
 
 BATCH_FORMAT = "timebank-batch/1"
 CREDIT_FORMAT = "timebank-credit/1"
@@ -134,12 +134,7 @@ def batch_listing(service: Service, batch_id: int) -> dict[str, Any]:
     return {
         "format": BATCH_FORMAT,
         "domain": protocol.domain(service.chain_id, service.contract_address),
-        "id": batch.chain_batch_id,
-        "root": batch.root,
-        "count": batch.count,
-        "txHash": batch.tx_hash,
-        "blockNumber": batch.block_number,
-        "blockHash": batch.block_hash,
+        **batch_json(batch),
         "orders": [
             {
                 "order": order_json(row),

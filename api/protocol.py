@@ -49,6 +49,8 @@ TYPES: dict[str, list[tuple[str, str]]] = {
     "RegisterAuditor": [("auditor", "address"), ("district", "uint32"), ("nonce", "uint64")],
 }
 COMMAND_TYPES = tuple(name for name in TYPES if name != "ServiceOrder")
+# The TimeBank method that executes each command: the struct's name, first letter lower-cased.
+COMMAND_FUNCTIONS = {name: name[0].lower() + name[1:] for name in COMMAND_TYPES}
 # An addition to the protocol, not a contract type: administrative and audit HTTP requests are signed as
 # this struct, under the same domain (README, "Signed requests").
 REQUEST_TYPES: dict[str, list[tuple[str, str]]] = {

@@ -30,18 +30,6 @@ REVERT_CODES = {
     "ECDSAInvalidSignatureLength": "bad_signature",
 }
 
-COMMAND_FUNCTIONS = {
-    "RegisterDistrict": "registerDistrict",
-    "RegisterStation": "registerStation",
-    "RemoveStation": "removeStation",
-    "RegisterAccount": "registerAccount",
-    "SetAccountStatus": "setAccountStatus",
-    "Grant": "grant",
-    "RevokeOrder": "revokeOrder",
-    "RegisterAuditor": "registerAuditor",
-}
-
-
 def _b(hex_value: str) -> bytes:
     return bytes.fromhex(hex_value[2:])
 
@@ -256,7 +244,7 @@ class Service:
         if not isinstance(body, dict) or not {"type", "message", "signature"} <= body.keys():
             raise ApiError("invalid_request", "expected an object with type, message and signature")
         kind = body["type"]
-        if not isinstance(kind, str) or kind not in COMMAND_FUNCTIONS:
+        if not isinstance(kind, str) or kind not in protocol.COMMAND_FUNCTIONS:
             raise ApiError("unknown_type", f"unknown command type {str(kind)[:40]!r}")
         try:
             message = protocol.parse_message(kind, body["message"])
@@ -273,7 +261,7 @@ class Service:
 
     def _relay(self, kind: str, args: list[Any], signature: bytes, signer: str) -> dict[str, Any]:
         """Simulates, sends and waits for a checked command's transaction, then for the mirror to apply it."""
-        fn = getattr(self.chain.contract.functions, COMMAND_FUNCTIONS[kind])
+        fn = getattr(self.chain.contract.functions, protocol.COMMAND_FUNCTIONS[kind])
         call = fn(*args[:1], signature, *args[1:])
         try:
             gas = self.chain.simulate(call, self.sender.account.address)
@@ -350,14 +338,19 @@ def bundle(domain: dict[str, Any], row: db.Order, batch: db.Batch, proof: list[b
         "station": row.station,
         "leaf": protocol.to_hex(protocol.leaf(_b(row.digest), _b(row.station))),
         "proof": [protocol.to_hex(p) for p in proof],
-        "batch": {
-            "id": batch.chain_batch_id,
-            "root": batch.root,
-            "count": batch.count,
-            "txHash": batch.tx_hash,
-            "blockNumber": batch.block_number,
-            "blockHash": batch.block_hash,
-        },
+        "batch": batch_json(batch),
+    }
+
+
+def batch_json(batch: db.Batch) -> dict[str, Any]:
+    """An anchored batch as the proof bundle and the batch listing give it."""
+    return {
+        "id": batch.chain_batch_id,
+        "root": batch.root,
+        "count": batch.count,
+        "txHash": batch.tx_hash,
+        "blockNumber": batch.block_number,
+        "blockHash": batch.block_hash,
     }
 
 

@@ -24,16 +24,7 @@ from web3.exceptions import ContractLogicError
 from api import protocol as P
 
 #: The contract function that executes each command of PROTOCOL.md section 4.
-COMMAND_FUNCTIONS = {
-    "RegisterDistrict": "registerDistrict",
-    "RegisterStation": "registerStation",
-    "RemoveStation": "removeStation",
-    "RegisterAccount": "registerAccount",
-    "SetAccountStatus": "setAccountStatus",
-    "Grant": "grant",
-    "RevokeOrder": "revokeOrder",
-    "RegisterAuditor": "registerAuditor",
-}
+COMMAND_FUNCTIONS = P.COMMAND_FUNCTIONS
 
 KIND_VOLUNTEER, KIND_RECIPIENT, KIND_GROUP, KIND_POOL = 1, 2, 3, 4
 ACTIVE, FROZEN, CANCELLED = 1, 2, 3

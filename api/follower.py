@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, protocol
@@ -155,15 +155,21 @@ class Follower:
 
     def _on_BatchAnchored(self, session: Session, entry: dict, a: dict, call: dict) -> None:
         batch = session.scalar(select(db.Batch).where(db.Batch.root == a["root"]))
-        for account_id, (earned, received, spent) in protocol.unpack_deltas(call["deltas"]).items():
-            key = protocol.to_hex(account_id)
-            account = session.get(db.Account, key)
-            if account is not None:
-                account.balance += earned + received - spent
-                account.earned += earned
-            # our own batch moves a payer's minutes from promised to spent: available stays the same
-            if batch is None or earned or received:
-                self._balances.add(key)
+        moved = protocol.unpack_deltas(call["deltas"])
+        amounts = [
+            {"a": protocol.to_hex(account), "delta": earned + received - spent, "earned": earned}
+            for account, (earned, received, spent) in moved.items()
+        ]
+        accounts = db.Account.__table__
+        session.flush()  # the statement below goes around the session's objects
+        session.connection().execute(
+            update(accounts)
+            .where(accounts.c.account == bindparam("a"))
+            .values(balance=accounts.c.balance + bindparam("delta"), earned=accounts.c.earned + bindparam("earned")),
+            amounts,
+        )
+        # our own batch moves a payer's minutes from promised to spent: available stays the same
+        self._balances.update(protocol.to_hex(a) for a, (e, r, _s) in moved.items() if batch is None or e or r)
         if batch is None:
             return  # another service's batch: its amounts are applied above
         now = time.time()

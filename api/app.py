@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import protocol
-from .deps import JsonBody, ServiceDep, SignedCaller
+from .deps import AccountOut, JsonBody, ServiceDep, SignedCaller
 from .chain import ChainUnavailable
 from .errors import CATALOGUE, ApiError
 from .intake import Outcome, prepare
@@ -83,17 +83,6 @@ class CommandOut(BaseModel):
     signer: str
     type: str
     applied: bool = Field(description="whether the service's mirror had applied the block when it answered")
-
-
-class AccountOut(BaseModel):
-    account: str
-    district: int
-    kind: int
-    status: int
-    balanceMinutes: int
-    earnedMinutes: int
-    starLevel: int
-    pendingDebitMinutes: int
 
 
 ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}

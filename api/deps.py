@@ -15,6 +15,20 @@ from .errors import ApiError
 from .service import Service
 
 
+class AccountOut(BaseModel):
+    """An account as the chain holds it, with its star level and the minutes promised in orders not yet
+    anchored (GET /v1/accounts/{id}; the history extends it)."""
+
+    account: str
+    district: int
+    kind: int
+    status: int
+    balanceMinutes: int
+    earnedMinutes: int
+    starLevel: int
+    pendingDebitMinutes: int
+
+
 def get_service(request: Request) -> Service:
     return request.app.state.service
 

@@ -702,14 +702,22 @@ def fetch_listing(api_url: str, batch_id: int, timeout: float = 10.0) -> Any:
         raise RpcUnavailable(f"GET {url}: {exc}") from None
 
 
+def _pinned(report: _Report, contract: str | None) -> bytes | None | bool:
+    """The contract address the auditor pins (None: the bundle's own), or False after reporting it
+    malformed."""
+    try:
+        return None if contract is None else protocol.parse_address(contract, "--contract")
+    except ProtocolError as exc:
+        report.fail(0, "--contract", exc.message)
+        return False
+
+
 def verify_batch(listing: Any, rpc_url: str, *, contract: str | None = None, timeout: float = 10.0) -> Result:
     """Recomputes a batch from its listing (signatures, leaves, root, per-account amounts) and compares it
     with the chain behind `rpc_url`: `getBatch`, the anchoring receipt and the anchoring calldata."""
     report = _Report()
-    try:
-        pinned = None if contract is None else protocol.parse_address(contract, "--contract")
-    except ProtocolError as exc:
-        report.fail(0, "--contract", exc.message)
+    pinned = _pinned(report, contract)
+    if pinned is False:
         return report.result()
     try:
         parsed = parse_listing(listing)
@@ -739,10 +747,8 @@ def verify_bundle(bundle: Any, rpc_url: str, *, contract: str | None = None, tim
     """Runs PROTOCOL.md section 7's checks on a decoded bundle against the chain behind `rpc_url`;
     `contract`, when given, is the TimeBank address the auditor trusts (else the bundle's is taken)."""
     report = _Report()
-    try:
-        pinned = None if contract is None else protocol.parse_address(contract, "--contract")
-    except ProtocolError as exc:
-        report.fail(0, "--contract", exc.message)
+    pinned = _pinned(report, contract)
+    if pinned is False:
         return report.result()
     try:
         b = parse_bundle(bundle)

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import people, protocol
 from ..auth import Caller
-from ..deps import JsonBody, RawBody, ServiceDep, SignedCaller, inline_schema, signed_caller
+from ..deps import AccountOut, JsonBody, RawBody, ServiceDep, SignedCaller, inline_schema, signed_caller
 from ..errors import ApiError
 
 router = APIRouter(prefix="/v1", tags=["people"])
@@ -104,15 +104,7 @@ class HistoryOrder(BaseModel):
     acceptedAt: float
 
 
-class HistoryOut(BaseModel):
-    account: str
-    district: int
-    kind: int
-    status: int
-    balanceMinutes: int
-    earnedMinutes: int
-    starLevel: int
-    pendingDebitMinutes: int
+class HistoryOut(AccountOut):
     total: int = Field(description="the account's orders as volunteer and as payer, all pages")
     orders: list[HistoryOrder]
 

@@ -15,7 +15,7 @@ import requests
 from eth_abi import decode as abi_decode
 from eth_account import Account as EthAccount
 from eth_utils import keccak
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import HTTPProvider, Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError

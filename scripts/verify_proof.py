@@ -68,7 +68,7 @@ from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak
 
 from api import protocol
-from api.protocol import DELTA_SIZE, Amounts, ProtocolError, pack_amounts, unpack_deltas
+from api.protocol import DELTA_SIZE, Amounts, ProtocolError, unpack_deltas
 
 EXIT_MALFORMED = 6
 EXIT_USAGE = 64

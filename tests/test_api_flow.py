@@ -10,7 +10,7 @@ import pytest
 
 from api import protocol as P
 from scripts.verify_proof import verify_bundle
-from tests.utils.api import Terminal, card, wait_anchored
+from tests.utils.api import wait_anchored
 
 pytestmark = pytest.mark.usefixtures("api")
 

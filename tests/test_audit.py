@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from api import protocol as P
 from api.audit import BATCH_FORMAT, CREDIT_FORMAT, STATS_COLUMNS
 from api.auth import sign_headers
+from api.protocol import pack_amounts, unpack_deltas
 from scripts import audit_sweep
 from scripts.verify_proof import (
     EXIT_MALFORMED,
@@ -31,8 +32,6 @@ from scripts.verify_proof import (
     calldata_checks,
     compare_amounts,
     main as verify_main,
-    pack_amounts,
-    unpack_deltas,
     verify_batch,
     verify_bundle,
 )

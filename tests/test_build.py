@@ -7,7 +7,6 @@ import os
 import subprocess
 
 import pytest
-import solcx
 from eth_account import Account
 from web3 import Web3
 

@@ -3,7 +3,6 @@ port) and a station terminal and administrators that speak only PROTOCOL.md over
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import time

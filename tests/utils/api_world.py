@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-from api import protocol as P
 from tests.utils.api import CITY_KEY, Admin, ApiServer, Terminal, card
 
 DISTRICT = 320102

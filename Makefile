@@ -11,22 +11,26 @@ export HARDHAT_DISABLE_TELEMETRY_PROMPT := true
 .PHONY: setup test-tools compile chain stop status deploy run test test-long clean clean-chain
 .NOTPARALLEL:
 
+# Install and build steps keep their output to themselves unless they fail: `$(call quietly,cmd)`.
+quietly = out=$$(mktemp); if ! { $(1); } >$$out 2>&1; then cat $$out >&2; rm -f $$out; exit 1; fi; rm -f $$out
+
 setup: $(VENV)/.installed node_modules/.installed
 
 # Reinstall only when pyproject.toml / package-lock.json is newer than the stamp.
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e '.[test]'
-	$(PY) -c "from eth_hash.auto import keccak; assert keccak(b'').hex().startswith('c5d2460186f7')"
-	touch $@
+	@echo "installing Python packages into $(VENV)"
+	@$(call quietly,test -x $(PY) || $(PYTHON) -m venv $(VENV))
+	@$(call quietly,$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]')
+	@$(PY) -c "from eth_hash.auto import keccak; assert keccak(b'').hex().startswith('c5d2460186f7')"
+	@touch $@
 
-# `npm install`, not `npm ci`: the lock holds only the Linux x64 Anvil binary
-# (the registry reachable here serves no other platform's), which `npm ci`
-# rejects as out of sync. With this lock `npm install` installs exactly the
-# locked versions and leaves package-lock.json unchanged.
+# `npm ci`: exactly the locked versions, and package-lock.json is never rewritten. The lock holds every
+# platform's optional Anvil package (as npm writes it), so it is in sync wherever it is installed; only
+# this platform's binary is downloaded.
 node_modules/.installed: package.json package-lock.json
-	npm install --no-audit --no-fund
-	touch $@
+	@echo "installing npm packages into node_modules"
+	@$(call quietly,npm ci --no-audit --no-fund --loglevel=error)
+	@touch $@
 
 # Debian packages the tests use, installed here when missing (as root, or through sudo), else nothing:
 # PostgreSQL's server (the store's tests start their own cluster, scripts/postgres.py), poppler-utils and
@@ -48,10 +52,10 @@ test-tools:
 		&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
 
 compile: setup
-	$(PY) -m scripts.compile
+	@$(PY) -m scripts.compile
 
 chain: setup
-	$(PY) -m scripts.chain start
+	@$(PY) -m scripts.chain start
 
 stop:
 	@if [ -x $(PY) ]; then $(PY) -m scripts.chain stop; fi
@@ -60,12 +64,13 @@ status: setup
 	@$(PY) -m scripts.chain status || [ $$? -eq 3 ]
 
 deploy: setup compile
-	$(PY) -m scripts.deploy
+	@$(PY) -m scripts.deploy
 
-# The API in the foreground (Ctrl-C stops it); the chain keeps running until `make stop`.
+# The API in the foreground (Ctrl-C stops it); it prints "serving on http://..." once it answers. The
+# chain keeps running until `make stop`.
 run: setup compile chain deploy
-	@echo "TimeBank at $$($(PY) -c 'import json; print(json.load(open("node/deployments/31337.json"))["address"])'); API on http://$${TIMEBANK_HOST:-127.0.0.1}:$${TIMEBANK_PORT:-8000} (docs at /docs); the chain stays up until make stop"
-	$(PY) -m api
+	@echo "the chain stays up until make stop; starting the API"
+	@$(PY) -m api
 
 test: setup compile test-tools
 	$(PY) -m pytest -m "not long"

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
-from . import db, people, protocol
+from . import bundles, db, people, protocol
 from .batcher import Batcher
 from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert, TxSender
 from .errors import ApiError
@@ -154,7 +154,7 @@ class Service:
         view = {
             "orderId": row.order_id,
             "status": row.status,
-            "order": order_json(row),
+            "order": bundles.order_json(row),
             "signature": row.signature,
             "digest": row.digest,
             "station": row.station,
@@ -170,7 +170,9 @@ class Service:
             view.update(batchId=batch.chain_batch_id, txHash=batch.tx_hash, blockNumber=batch.block_number)
         return view
 
-    def _anchored(self, order_id: str) -> tuple[db.Order, db.Batch, list[bytes]]:
+    def _anchored(self, order_id: str) -> tuple[db.Order, db.Batch, list[str]]:
+        """An anchored (or since revoked) order, its batch and the batch's stored tree; `not_found`,
+        `order_not_anchored` otherwise."""
         with self.reads() as session:
             row = session.scalar(select(db.Order).where(db.Order.order_id == order_id))
             if row is None:
@@ -178,11 +180,40 @@ class Service:
             batch = session.get(db.Batch, row.batch_id) if row.batch_id else None
         if batch is None or batch.status != "anchored" or row.status not in ("anchored", "revoked"):
             raise ApiError("order_not_anchored", f"order {order_id} is {row.status}, not anchored yet")
-        return row, batch, proof_path(json.loads(batch.tree), row.leaf_index)
+        return row, batch, json.loads(batch.tree)
+
+    def domain(self) -> dict[str, Any]:
+        return protocol.domain(self.chain_id, self.contract_address)
 
     def proof_bundle(self, order_id: str) -> dict[str, Any]:
-        row, batch, proof = self._anchored(order_id)
-        return bundle(protocol.domain(self.chain_id, self.contract_address), row, batch, proof)
+        """The proof bundle of PROTOCOL.md section 7 of one order (`api/bundles.py`)."""
+        row, batch, tree = self._anchored(order_id)
+        return bundles.build_bundle(self.domain(), row, batch, tree)
+
+    def proof_bundles(self, order_ids: list[str], *, revoked: bool = True) -> list[dict[str, Any]]:
+        """The proof bundles of the anchored orders among `order_ids`, in their order (the others are left
+        out; revoked ones too unless `revoked`): a read per 500 orders, each batch's tree parsed once."""
+        statuses = ("anchored", "revoked") if revoked else ("anchored",)
+        found: dict[str, dict[str, Any]] = {}
+        trees: dict[int, list[str]] = {}
+        domain = self.domain()
+        for start in range(0, len(order_ids), 500):
+            with self.reads() as session:
+                rows = session.execute(
+                    select(db.Order, db.Batch)
+                    .join(db.Batch, db.Order.batch_id == db.Batch.id)
+                    .where(
+                        db.Order.order_id.in_(order_ids[start : start + 500]),
+                        db.Order.status.in_(statuses),
+                        db.Batch.status == "anchored",
+                    )
+                ).all()
+            for row, batch in rows:
+                tree = trees.get(batch.id)
+                if tree is None:
+                    tree = trees[batch.id] = json.loads(batch.tree)
+                found[row.order_id] = bundles.build_bundle(domain, row, batch, tree)
+        return [found[i] for i in order_ids if i in found]
 
     def account_view(self, account: bytes) -> dict[str, Any]:
         a = self.chain.get_account(account)
@@ -300,8 +331,9 @@ class Service:
             raise ApiError("unauthorized", f"{signer} is not the city administrator")
         struct = tuple((_b(m[f]) if isinstance(m[f], str) else m[f]) for f, _ in protocol.TYPES[kind])
         if kind == "RevokeOrder":
-            row, batch, proof = self._anchored(m["orderId"])
-            order = protocol.ServiceOrder.from_json(order_json(row))
+            row, batch, tree = self._anchored(m["orderId"])
+            order = protocol.ServiceOrder.from_json(bundles.order_json(row))
+            proof = bundles.proof_path(tree, row.leaf_index)
             return [struct, order.as_tuple(), _b(row.station), batch.chain_batch_id, proof]
         return [struct]
 
@@ -316,54 +348,3 @@ def parse_location(location: Any) -> dict | None:
     ):
         raise ApiError("invalid_request", "location: expected {lat, lon} in range, or null")
     return location
-
-
-def proof_path(tree: list[str], index: int) -> list[bytes]:
-    """The Merkle proof of the leaf at `index` of a stored tree (hex nodes, leaves last)."""
-    proof = []
-    while index > 0:
-        proof.append(bytes.fromhex(tree[index + 1 if index % 2 == 1 else index - 1]))
-        index = (index - 1) // 2
-    return proof
-
-
-def bundle(domain: dict[str, Any], row: db.Order, batch: db.Batch, proof: list[bytes]) -> dict[str, Any]:
-    """The proof bundle of PROTOCOL.md section 7."""
-    return {
-        "format": protocol.PROOF_FORMAT,
-        "domain": domain,
-        "order": order_json(row),
-        "signature": row.signature,
-        "digest": row.digest,
-        "station": row.station,
-        "leaf": protocol.to_hex(protocol.leaf(_b(row.digest), _b(row.station))),
-        "proof": [protocol.to_hex(p) for p in proof],
-        "batch": batch_json(batch),
-    }
-
-
-def batch_json(batch: db.Batch) -> dict[str, Any]:
-    """An anchored batch as the proof bundle and the batch listing give it."""
-    return {
-        "id": batch.chain_batch_id,
-        "root": batch.root,
-        "count": batch.count,
-        "txHash": batch.tx_hash,
-        "blockNumber": batch.block_number,
-        "blockHash": batch.block_hash,
-    }
-
-
-def order_json(row: db.Order) -> dict[str, Any]:
-    return {
-        "orderId": row.order_id,
-        "district": row.district,
-        "volunteer": row.volunteer,
-        "payer": row.payer,
-        "recipient": row.recipient,
-        "serviceType": row.service_type,
-        "startTime": row.start_time,
-        "endTime": row.end_time,
-        "minutes": row.minutes,
-        "detailsHash": row.details_hash,
-    }

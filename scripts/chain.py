@@ -545,20 +545,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "snapshotter":
         return run_snapshotter(args.url, args.state_dir, args.anvil_pid, args.interval)
-    where = DATA_DIR.relative_to(ROOT)
-    handle = running_anvil(DATA_DIR)
+    data_dir = Path(os.environ.get("TIMEBANK_CHAIN_DIR") or DATA_DIR).resolve()
+    where = data_dir.relative_to(ROOT) if data_dir.is_relative_to(ROOT) else data_dir
+    handle = running_anvil(data_dir)
     interval = snapshot_seconds()
 
     if args.command == "start":
         if handle is not None:
-            if running_snapshotter(DATA_DIR) is None:
+            if running_snapshotter(data_dir) is None:
                 start_snapshotter(handle, interval)
                 print(f"anvil already running (pid {handle.pid}) on {handle.url}; its snapshotter started again")
             else:
                 print(f"anvil already running (pid {handle.pid}) on {handle.url}; nothing to do")
             return 0
         block_time = default_block_time()
-        handle = start_chain(default_port(), DATA_DIR, block_time, interval)
+        handle = start_chain(default_port(), data_dir, block_time, interval)
         mining = f"a block every {block_time}s" if block_time > 0 else "a block per transaction"
         print(f"chain state: {handle.restored.describe(ROOT)}")
         print(
@@ -567,12 +568,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     elif args.command == "stop":
         if handle is None:
-            stop_snapshotter(DATA_DIR)
+            stop_snapshotter(data_dir)
             print("anvil is not running")
             return 0
         stop_anvil(handle)
-        newest = snapshots(DATA_DIR)
-        saved = f"; state saved in {newest[0].relative_to(ROOT)}" if newest else ""
+        newest = snapshots(data_dir)
+        saved = f"; state saved in {where}/{SNAPSHOTS}/{newest[0].name}" if newest else ""
         print(f"anvil stopped (pid {handle.pid}){saved}")
     else:
         if handle is None:
@@ -584,12 +585,12 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, ChainError) as exc:
             print(f"anvil running (pid {handle.pid}) but {handle.url} does not answer: {exc}")
             return 1
-        newest = snapshots(DATA_DIR)
+        newest = snapshots(data_dir)
         saved = "no snapshot yet"
         if newest:
             age = time.time() - newest[0].stat().st_mtime
             saved = f"last snapshot {newest[0].name} ({newest[0].stat().st_size:,} bytes, {age:.0f}s ago)"
-        snapshotting = "snapshotter running" if running_snapshotter(DATA_DIR) else "NO snapshotter (run start again)"
+        snapshotting = "snapshotter running" if running_snapshotter(data_dir) else "NO snapshotter (run start again)"
         print(f"anvil running (pid {handle.pid}) on {handle.url}, chain id {chain_id}, block {block}; {saved}; {snapshotting}")
     return 0
 

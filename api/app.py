@@ -22,6 +22,7 @@ from .errors import CATALOGUE, ApiError
 from .intake import Outcome, prepare
 from .routes import audit as audit_routes
 from .routes import certificates as certificates_routes
+from .routes import commands as commands_routes
 from .routes import people as people_routes
 from .service import Service
 from .settings import Settings, get_settings
@@ -268,5 +269,6 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     app.include_router(people_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(certificates_routes.router)
+    app.include_router(commands_routes.router)
 
     return app

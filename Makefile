@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export ETH_HASH_BACKEND := pysha3
 export HARDHAT_DISABLE_TELEMETRY_PROMPT := true
 
-.PHONY: setup test-tools compile chain stop status deploy run test test-long clean clean-chain
+.PHONY: setup test-tools compile chain stop status deploy run test test-long clean clean-chain web
 .NOTPARALLEL:
 
 setup: $(VENV)/.installed node_modules/.installed
@@ -28,9 +28,23 @@ node_modules/.installed: package.json package-lock.json
 	npm install --no-audit --no-fund
 	touch $@
 
+# The pages (web/): npm ci from web/'s own lock (quiet), then a Vite build into web/dist, which the service
+# serves; rebuilt only when a source is newer than the build. No Node process at run time.
+WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+web/dist/index.html: web/node_modules/.installed $(WEB_SOURCES)
+	cd web && npm run --silent build -- --logLevel warn
+	touch $@
+
+web: web/dist/index.html
+
 # Debian packages the tests use, installed here when missing (as root, or through sudo), else nothing:
 # PostgreSQL's server (the store's tests start their own cluster, scripts/postgres.py), poppler-utils and
-# zbar-tools (the certificate test renders the PDF and decodes its QR code).
+# zbar-tools (the certificate test renders the PDF and decodes its QR code), Chromium and a CJK font (the
+# browser tests, tests/test_web.py, drive /usr/bin/chromium with Playwright).
 test-tools:
 	@missing=; \
 	pg=; for bindir in "$$(pg_config --bindir 2>/dev/null)" /usr/lib/postgresql/*/bin; do \
@@ -40,6 +54,8 @@ test-tools:
 	[ -n "$$pg" ] || missing="$$missing postgresql"; \
 	command -v pdftoppm >/dev/null || missing="$$missing poppler-utils"; \
 	command -v zbarimg >/dev/null || missing="$$missing zbar-tools"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-wqy-microhei"; \
 	[ -z "$$missing" ] && exit 0; \
 	command -v apt-get >/dev/null || { echo "missing:$$missing, and no apt-get to install them" >&2; exit 1; }; \
 	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
@@ -63,11 +79,11 @@ deploy: setup compile
 	$(PY) -m scripts.deploy
 
 # The API in the foreground (Ctrl-C stops it); the chain keeps running until `make stop`.
-run: setup compile chain deploy
+run: setup compile web chain deploy
 	@echo "TimeBank at $$($(PY) -c 'import json; print(json.load(open("node/deployments/31337.json"))["address"])'); API on http://$${TIMEBANK_HOST:-127.0.0.1}:$${TIMEBANK_PORT:-8000} (docs at /docs); the chain stays up until make stop"
 	$(PY) -m api
 
-test: setup compile test-tools
+test: setup compile web test-tools
 	$(PY) -m pytest -m "not long"
 
 # The long fault-suite runs (pytest's `long` marker), left out of `make test` and CI.
@@ -76,7 +92,7 @@ test-long: setup compile test-tools
 
 # Build outputs only: the chain (node/data/) and its deployment record stay.
 clean:
-	rm -rf build artifacts cache .pytest_cache .hypothesis
+	rm -rf build artifacts cache .pytest_cache .hypothesis web/dist web/test-results
 	find . -name __pycache__ -type d -not -path './.venv/*' -not -path './node_modules/*' -prune -exec rm -rf {} +
 
 # Stop the chain and forget it: its state and the deployment record on it.

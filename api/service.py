@@ -13,22 +13,14 @@ from sqlalchemy import func, select, text
 
 from . import bundles, db, people, protocol
 from .batcher import Batcher
-from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert, TxSender
+from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert
 from .errors import ApiError
 from .follower import Follower
 from .intake import Writer
 from .settings import Settings
+from .transactions import TxSender
 
 log = logging.getLogger(__name__)
-
-# contract custom errors -> our error codes (the rest are `command_refused`)
-REVERT_CODES = {
-    "TimeBankUnauthorized": "unauthorized",
-    "TimeBankNonceUsed": "nonce_used",
-    "ECDSAInvalidSignature": "bad_signature",
-    "ECDSAInvalidSignatureS": "bad_signature",
-    "ECDSAInvalidSignatureLength": "bad_signature",
-}
 
 def _b(hex_value: str) -> bytes:
     return bytes.fromhex(hex_value[2:])
@@ -292,15 +284,14 @@ class Service:
 
     def _relay(self, kind: str, args: list[Any], signature: bytes, signer: str) -> dict[str, Any]:
         """Simulates, sends and waits for a checked command's transaction, then for the mirror to apply it."""
-        fn = getattr(self.chain.contract.functions, protocol.COMMAND_FUNCTIONS[kind])
-        call = fn(*args[:1], signature, *args[1:])
+        call = self.chain.command(kind, args[0], signature, *args[1:])
         try:
-            gas = self.chain.simulate(call, self.sender.account.address)
+            gas = self.sender.simulate(call)
         except ContractRevert as revert:
             if revert.name == "TimeBankUnauthorized":
                 district = revert.args_by_name.get("district")
                 raise ApiError("unauthorized", f"{signer} is not the administrator of district {district}") from None
-            raise ApiError(REVERT_CODES.get(revert.name, "command_refused"), f"the contract refused: {revert}") from None
+            raise ApiError(revert.code, f"the contract refused: {revert}") from None
         except ChainUnavailable:
             raise ApiError("chain_unavailable") from None
         try:

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .chain import ChainUnavailable
 from .errors import ApiError
-from .routes import accounts, admin, audit, batches, certificates, grants, groups, meta, orders, people
+from .routes import accounts, admin, audit, batches, certificates, grants, groups, meta, orders, people, web
 from .service import Service
 from .settings import Settings, get_settings
 
@@ -39,6 +39,8 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         description="Signed service orders in, Merkle-anchored batches out, proofs any auditor checks alone. "
         "Wire formats: PROTOCOL.md.",
         lifespan=lifespan,
+        docs_url=None,  # /docs with local assets: api/routes/web.py
+        redoc_url=None,
     )
 
     @app.exception_handler(ApiError)
@@ -62,4 +64,6 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
 
     for module in ROUTERS:
         app.include_router(module.router)
+    # the pages and /docs, served from the web/ build (last: its fallback takes every other GET)
+    web.install(app)
     return app

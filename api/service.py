@@ -14,7 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from . import bundles, db, people, protocol
 from .batcher import Batcher
-from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert
+from .chain import BroadcastRefused, Call, Chain, ChainUnavailable, ContractRevert
+from .commands import Commands
 from .errors import ApiError
 from .follower import Follower
 from .intake import Outcome, Writer, prepare
@@ -47,6 +48,8 @@ class Service:
         self.batcher = Batcher(self.chain, self.sender, self.sessions, settings, reads=self.reads)
         self.writer.on_commit = self.batcher.accepted
         self.follower.on_change = self.writer.cache.invalidate
+        self.commands = Commands(self)
+        self.follower.on_reset = self.commands.chain_lost_blocks
         self.batcher.on_change = self.writer.cache.invalidate
         self._stop = threading.Event()
         self._follower_thread = threading.Thread(target=self._follow, name="follower", daemon=True)
@@ -99,6 +102,10 @@ class Service:
                 self._stop.wait(1.0)
             with self.followed:
                 self.followed.notify_all()
+            try:
+                self.commands.resend_due()
+            except Exception:
+                log.exception("sending lost commands again failed")
             if applied:
                 self.batcher.wake.set()
             else:
@@ -121,9 +128,10 @@ class Service:
             with self.reads() as session:
                 session.execute(text("SELECT 1"))
                 waiting = session.scalar(select(func.count()).select_from(db.Order).where(db.Order.status == "accepted"))
+                commands = self.commands.health(session)
             database_ok = True
         except Exception:
-            database_ok, waiting = False, None
+            database_ok, waiting, commands = False, None, {}
         try:
             latest = self.chain.block_number()
         except ChainUnavailable:
@@ -136,6 +144,7 @@ class Service:
             "databaseOk": database_ok,
             "ordersWaiting": waiting,
             "followedBlock": self.follower.applied_block(),
+            **commands,
         }
 
     # ----- orders ---------------------------------------------------------------------------------
@@ -305,16 +314,21 @@ class Service:
             signer = protocol.to_hex(protocol.recover(protocol.typed_digest(self.separator, kind, message), signature))
         except protocol.ProtocolError as exc:
             raise ApiError(exc.code, exc.message) from None
-        args = self._command_args(kind, message, signer)
+        call = self.command_call(kind, message, signer, signature)
         # a monthly grant (api/people.py) is refused when the period's grant is recorded, and recorded after
         with people.monthly_grant_claim(self, kind, message) as claim:
-            answer = self._relay(kind, args, signature, signer)
+            answer = self._relay(kind, call, message, signature, signer)
             claim.record(answer["txHash"])
         return answer
 
-    def _relay(self, kind: str, args: list[Any], signature: bytes, signer: str) -> dict[str, Any]:
-        """Simulates, sends and waits for a checked command's transaction, then for the mirror to apply it."""
-        call = self.chain.command(kind, args[0], signature, *args[1:])
+    def command_call(self, kind: str, message: dict[str, Any], signer: str, signature: bytes) -> Call:
+        """The contract call of a checked command (raises `ApiError` when it cannot be made)."""
+        args = self._command_args(kind, message, signer)
+        return self.chain.command(kind, args[0], signature, *args[1:])
+
+    def _relay(self, kind: str, call: Call, message: dict[str, Any], signature: bytes, signer: str) -> dict[str, Any]:
+        """Simulates, sends and waits for a checked command's transaction, then for the mirror to apply it.
+        The command is recorded with its transaction (`api/commands.py`), so a chain rollback cannot lose it."""
         try:
             gas = self.sender.simulate(call)
         except ContractRevert as revert:
@@ -325,7 +339,15 @@ class Service:
         except ChainUnavailable:
             raise ApiError("chain_unavailable") from None
         try:
-            row = self.sender.send(call, f"command:{kind}", int(gas * 1.3) + 20_000)
+            with self.sessions() as session:
+                row = self.sender.record(session, call, f"command:{kind}", int(gas * 1.3) + 20_000)
+                try:
+                    self.commands.record(session, kind, message, signature, signer, row)
+                    session.commit()
+                except BaseException:
+                    self.sender.abandoned()
+                    raise
+            self.sender.committed(row)
             receipt = self.sender.wait(row.tx_hash, self.settings.tx_timeout_seconds)
         except ChainUnavailable:
             raise ApiError("chain_unavailable") from None
@@ -335,6 +357,7 @@ class Service:
             raise ApiError("chain_timeout", f"transaction {row.tx_hash} not mined yet") from None
         if receipt["status"] != 1:
             raise ApiError("command_refused", f"transaction {row.tx_hash} reverted")
+        self.commands.acknowledged(row.tx_hash)
         followed = self.wait_followed(receipt["blockNumber"] + self.settings.confirmations - 1, self.settings.tx_timeout_seconds)
         return {
             "txHash": row.tx_hash,

@@ -140,6 +140,16 @@ class TxSender:
             .values(status="dropped")
         )
 
+    def not_mined_from(self, session: Session, nonce: int) -> None:
+        """The chain has mined only the relayer's nonces below `nonce` (it lost blocks): what was marked
+        mined from `nonce` on holds no nonce any more, so a transaction sent now takes the lowest free one
+        (in the caller's transaction)."""
+        session.execute(
+            update(db.Transaction)
+            .where(db.Transaction.sender == self.address, db.Transaction.status == "mined", db.Transaction.nonce >= nonce)
+            .values(status="dropped")
+        )
+
     def wait(self, tx_hash: str, timeout: float, poll: float = 0.1) -> dict:
         """The receipt of a recorded transaction once mined (its record settled), re-broadcast every 5 s
         meanwhile; `TimeoutError` after `timeout` seconds."""

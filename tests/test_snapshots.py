@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -192,7 +193,7 @@ def test_power_cuts_while_snapshots_are_written_lose_nothing_acknowledged(tmp_pa
         batches_before = chain.batch_count()
         accepted: list[str] = []
         acknowledged: list[tuple[str, str, int]] = []  # (txHash of the Grant, account, minutes)
-        problems: list[str] = []
+        refused: list[str] = []  # orders refused (not accepted: nothing promised)
 
         def orders() -> None:
             with httpx.Client(base_url=proc.url, timeout=30) as client:
@@ -202,7 +203,7 @@ def test_power_cuts_while_snapshots_are_written_lose_nothing_acknowledged(tmp_pa
                     i += 8
                     results = client.post("/v1/orders/bulk", json={"items": items}).json()["results"]
                     accepted.extend(r["orderId"] for r in results if r["httpStatus"] == 201)
-                    problems.extend(str(r) for r in results if r["httpStatus"] != 201)
+                    refused.extend(r["error"]["code"] for r in results if r["httpStatus"] != 201)
                     time.sleep(0.05)
 
         def commands() -> None:  # an administrator registering people and granting them hours meanwhile
@@ -252,7 +253,9 @@ def test_power_cuts_while_snapshots_are_written_lose_nothing_acknowledged(tmp_pa
         stop.set()
         for t in workers:
             t.join(60)
-        assert not problems, problems[:5]
+        # While the service rebuilds its mirror after a rollback (the chain's events from the deployment
+        # block on), a station or account may not be in it yet: those orders are refused, never accepted.
+        assert set(refused) <= {"station_unknown", "unknown_account", "account_not_active"}, Counter(refused)
         assert len(accepted) > 100 and len(acknowledged) >= 6, (len(accepted), len(acknowledged))
 
         views = wait_until(lambda: anchored_on_chain(chain, proc, accepted), 120, "every accepted order anchored", proc)
@@ -265,7 +268,7 @@ def test_power_cuts_while_snapshots_are_written_lose_nothing_acknowledged(tmp_pa
             assert (kind, status, balance) == (2, 1, minutes), (account, view)
         health = proc.health()
         assert (health["commandsLost"], health["commandsResending"]) == (0, 0), health
-        print("power cuts:", *kills, sep="\n  ")
+        print("power cuts:", *kills, f"orders accepted {len(accepted)}, refused {Counter(refused)}", sep="\n  ")
         log = proc.log_tail(100_000)
         print("commands sent again:", log.count("sent again:"), "; chain resets:", log.count("chain reset detected"))
     finally:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, protocol
 from .chain import Chain
+from .transactions import TxSender
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ class Follower:
         self.confirmations = confirmations
         # told what a step changed: on_change(accounts=..., balances=..., stations=..., everything=...)
         self.on_change = lambda **changed: None
+        # called when the chain lost blocks, before the mirror is rebuilt (lost commands are sent again)
+        self.on_reset = lambda: None
 
     def cursor(self, session: Session) -> db.FollowerState | None:
         return session.get(db.FollowerState, 1)
@@ -48,6 +51,7 @@ class Follower:
             state = self.cursor(session)
             cursor, cursor_hash = (state.block_number, state.block_hash) if state else (self.start_block - 1, "0x")
         if cursor > head or (cursor_hash != "0x" and self.chain.block_hash(cursor) != cursor_hash):
+            self.on_reset()
             with self.sessions() as session, session.begin():
                 self._chain_reset(session, self.cursor(session))
             self.on_change(everything=True)
@@ -90,12 +94,7 @@ class Follower:
         chain no longer knows, so they are anchored again."""
         log.error("chain reset detected at block %s: rebuilding the mirror", state.block_number)
         # transactions mined in the lost blocks are no longer mined: their nonces are free again
-        head = self.chain.block_number()
-        session.execute(
-            update(db.Transaction)
-            .where(db.Transaction.status == "mined", db.Transaction.block_number > head)
-            .values(status="dropped")
-        )
+        TxSender.dropped(session, self.chain.block_number())
         for table in (db.Station, db.District, db.Auditor):
             session.execute(table.__table__.delete())
         # accounts keep their off-chain profile; the chain's part is rebuilt from the events
@@ -109,7 +108,7 @@ class Follower:
                 batch.error = "the chain no longer holds this batch (chain reset); anchored again"
                 session.execute(
                     update(db.Order)
-                    .where(db.Order.batch_id == batch.id, db.Order.status.in_(("accepted", "anchored")))
+                    .where(db.Order.batch_id == batch.id, db.Order.status.in_(("accepted", "anchored", "revoked")))
                     .values(status="accepted", batch_id=None, leaf_index=None, anchored_at=None)
                 )
 

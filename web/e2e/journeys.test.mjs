@@ -189,6 +189,7 @@ test('an order signed while the service is stopped is sent when it is back, once
 })
 
 async function offlineOrder() {
+  await page.evaluate(async () => { await navigator.serviceWorker.ready })
   const now = Math.floor(Date.now() / 1000)
   await fillOrder({ service: '助餐', start: now - 5 * 3600, end: now - 4 * 3600, minutes: 45, method: '刷卡确认' })
   await page.getByRole('button', { name: '签名并提交' }).click()

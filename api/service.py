@@ -111,6 +111,9 @@ class Service:
                 self.followed.notify_all()
             try:
                 self.commands.resend_due()
+                self.commands.rebroadcast()
+            except ChainUnavailable:
+                pass
             except Exception:
                 log.exception("sending lost commands again failed")
             if applied:

@@ -74,7 +74,6 @@ class Net(SimpleNamespace):
         for node in self.network.nodes:
             N.start_node(node, self.network.chain_id)
         N.heal(self.network.nodes)
-        N.wait_peered(self.network.nodes)
 
     def converged(self, timeout: float = 60) -> int:
         """Waits until the four nodes agree on a block a few below their heads; returns its number."""
@@ -394,6 +393,7 @@ def test_batch_in_a_replaced_block_is_anchored_once(net, world, services):
         N.heal(net.network.nodes)
     views = proc.wait_final(ids, timeout=90)
     assert {v["txHash"] for v in views.values()} == {tx_hash}  # the one transaction, sealed again
+    net.converged()
     for node in net.network.nodes:
         block = node.rpc("eth_getBlockByNumber", [hex(fork_head + 1), False])
         assert block["hash"] != replaced["hash"], f"{node.url} kept the lone block"

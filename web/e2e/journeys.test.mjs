@@ -151,6 +151,11 @@ test('the auditor page verifies the proof green and a tampered copy red at step 
   await page.getByRole('button', { name: '核验', exact: true }).click()
   await page.getByText(/核验未通过：第 1 步/).waitFor({ timeout: 30000 })
   await shot('verify-tampered')
+  // batch mode: the whole batch against the anchoring transaction's calldata
+  await page.getByLabel('批次号').fill(String(state.proof.batch.id))
+  await page.getByRole('button', { name: '核验整批' }).click()
+  await page.locator('section[aria-labelledby="v-batch"]').getByText(/核验通过：全部 4 步/).waitFor({ timeout: 30000 })
+  await shot('verify-batch')
   // the settings are remembered
   await page.reload()
   assert.equal(await page.getByLabel('合约地址（市里公布的）').inputValue(), cfg.contract)

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import protocol
 from .deps import AccountOut, JsonBody, ServiceDep, SignedCaller
 from .chain import ChainUnavailable
-from .errors import CATALOGUE, ApiError
+from .errors import CATALOGUE, MESSAGES_ZH, ApiError, localize, preferred_language
 from .intake import Outcome, prepare
 from .routes import audit as audit_routes
 from .routes import certificates as certificates_routes
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 class ErrorBody(BaseModel):
     code: str = Field(description="stable machine-readable code (see the README's catalogue)")
-    message: str
+    message: str = Field(description="in the language Accept-Language prefers: Chinese for zh, else English")
+    messageEn: str | None = None
+    messageZh: str | None = None
 
 
 class ErrorResponse(BaseModel):
@@ -92,6 +94,10 @@ def _json(status: int, body: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content=body)
 
 
+def _language(request: Request) -> str:
+    return preferred_language(request.headers.get("accept-language"))
+
+
 async def _body(request: Request, limit: int) -> Any:
     return await _body_of(await request.body(), limit)
 
@@ -147,23 +153,23 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     )
 
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError):
-        return _json(exc.status, exc.body())
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse(status_code=exc.status, content=exc.body(_language(request)), headers=exc.headers)
 
     @app.exception_handler(ChainUnavailable)
-    async def _chain_down(_request: Request, _exc: ChainUnavailable):
-        return _json(503, ApiError("chain_unavailable").body())
+    async def _chain_down(request: Request, _exc: ChainUnavailable):
+        return _json(503, ApiError("chain_unavailable").body(_language(request)))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError):
+    async def _invalid(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return _json(400, ApiError("invalid_request", f"{where}: {first.get('msg', 'invalid')}").body())
+        return _json(400, ApiError("invalid_request", f"{where}: {first.get('msg', 'invalid')}").body(_language(request)))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException):
         code = "not_found" if exc.status_code == 404 else "invalid_request"
-        return _json(exc.status_code, {"error": {"code": code, "message": str(exc.detail)}})
+        return _json(exc.status_code, localize({"error": {"code": code, "message": str(exc.detail)}}, _language(request)))
 
     def svc(request: Request) -> Service:
         return request.app.state.service
@@ -181,8 +187,8 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
 
     @app.get("/v1/errors", tags=["protocol"])
     async def errors() -> dict[str, Any]:
-        """The catalogue of error codes with their HTTP status."""
-        return {code: {"status": status, "meaning": meaning} for code, (status, meaning) in CATALOGUE.items()}
+        """The catalogue of error codes with their HTTP status, English meaning and Chinese message."""
+        return {code: {"status": status, "meaning": meaning, "meaningZh": MESSAGES_ZH[code]} for code, (status, meaning) in CATALOGUE.items()}
 
     @app.post(
         "/v1/orders",
@@ -200,9 +206,9 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         try:
             item = prepare(body, separator=s.separator, settings=settings)
         except ApiError as exc:
-            return _json(exc.status, exc.body())
+            return _json(exc.status, exc.body(_language(request)))
         (outcome,) = await s.writer.submit([item])
-        return _json(outcome.http_status, outcome.body)
+        return _json(outcome.http_status, localize(outcome.body, _language(request)))
 
     @app.post(
         "/v1/orders/bulk",
@@ -223,8 +229,9 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         prepared = await run_in_threadpool(_prepare_all, items, s.separator, settings)
         outcomes: list[Outcome] = await s.writer.submit(prepared) if prepared else []
         results = []
+        language = _language(request)
         for o in outcomes:
-            results.append({"httpStatus": o.http_status, **o.body})
+            results.append({"httpStatus": o.http_status, **localize(o.body, language)})
         return _json(200, {"results": results})
 
     @app.get("/v1/orders/{order_id}", tags=["orders"], responses=ERRORS)

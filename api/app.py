@@ -21,6 +21,7 @@ from .chain import ChainUnavailable
 from .errors import CATALOGUE, MESSAGES_ZH, ApiError, localize, preferred_language
 from .intake import Outcome, prepare
 from .routes import audit as audit_routes
+from .routes import cards as cards_routes
 from .routes import certificates as certificates_routes
 from .routes import people as people_routes
 from .service import Service
@@ -272,6 +273,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         return await run_in_threadpool(s.relay_command, body)
 
     # routers of the time-bank flows (api/routes/)
+    app.include_router(cards_routes.router)  # before people's: /v1/people/lookup is no card number
     app.include_router(people_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(certificates_routes.router)

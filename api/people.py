@@ -221,6 +221,10 @@ def register_person(service: Service, caller: Caller, body: Any) -> dict[str, An
     fields.setdefault("qualifications", "[]")
     account = account_of(card_number)
     now = time.time()
+    from .cards import hash_check_code, new_check_code
+
+    check_code = new_check_code()  # the card check code: answered this once, kept only as a slow hash
+    fields["check_code_hash"] = hash_check_code(check_code)
     for attempt in (1, 2):  # the follower may insert the account's mirror row meanwhile: once more then
         try:
             with service.sessions() as session, session.begin():
@@ -241,7 +245,7 @@ def register_person(service: Service, caller: Caller, body: Any) -> dict[str, An
             if attempt == 2:
                 raise ApiError("person_exists", f"card {card_number} is registered") from None
     service.writer.cache.invalidate(accounts=[account])
-    return get_person(service, caller, card_number)
+    return {**get_person(service, caller, card_number), "checkCode": check_code}
 
 
 def update_person(service: Service, caller: Caller, card_number: str, body: Any) -> dict[str, Any]:
@@ -273,9 +277,23 @@ def _write_profile(service: Service, session, person: db.Person, *, district: in
     service.write_profile(session, person.account, location=location, qualified=qualified, district=district, kind=kind)
 
 
+def _holds_a_role(caller: Caller | None) -> bool:
+    return caller is not None and (caller.city_admin or caller.district is not None or caller.auditor_district is not None)
+
+
 def get_person(service: Service, caller: Caller | None, card_number: str) -> dict[str, Any]:
-    """A person by card number: personal data for the district's administrators and auditors only."""
+    """A person by card number: personal data for the district's administrators and auditors only; the
+    public view (account, district, kind, status) for the holders of any administrator or auditor role.
+    Anyone else (unsigned, or signed by a key with no role) gets `not_found` for every card, registered
+    or not, so card numbers cannot be enumerated here (the family look-up is `POST /v1/people/lookup`,
+    with the card's check code)."""
     account = account_of(parse_card_number(card_number))
+    if not _holds_a_role(caller):
+        raise ApiError(
+            "not_found",
+            "no person visible: a signed request of an administrator or auditor, or the card's check code "
+            "(POST /v1/people/lookup)",
+        )
     with service.reads() as session:
         person = session.get(db.Person, account)
         if person is None:

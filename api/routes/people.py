@@ -90,6 +90,7 @@ class PersonOut(BaseModel):
     qualified: bool | None = None
     createdAt: float | None = None
     updatedAt: float | None = None
+    checkCode: str | None = Field(None, description="the card check code, answered only by the registration (and a re-issue)")
 
 
 class HistoryOrder(BaseModel):
@@ -158,8 +159,10 @@ async def register_person(s: ServiceDep, who: SignedCaller, body: JsonBody):
 
 @router.get("/people/{card_number}", response_model=PersonOut, response_model_exclude_unset=True, responses=ERRORS)
 async def get_person(card_number: str, s: ServiceDep, who: OptionalCaller):
-    """A person by card number. Anyone may ask; personal data only for a signed request of an administrator
-    of the person's district (or the city's) or an auditor of it (or city-wide)."""
+    """A person by card number, for a signed request of an administrator or auditor: personal data for
+    those of the person's district (or the city, or city-wide auditors), the public view (account,
+    district, kind, status) for the others. Unsigned, or signed without a role: `404` for every card (the
+    family look-up with the card's check code is `POST /v1/people/lookup`)."""
     return await run_in_threadpool(people.get_person, s, who, card_number)
 
 

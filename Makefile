@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export ETH_HASH_BACKEND := pysha3
 export HARDHAT_DISABLE_TELEMETRY_PROMPT := true
 
-.PHONY: setup test-tools compile chain stop status deploy run test test-long clean clean-chain
+.PHONY: setup fonts test-tools compile chain stop status deploy run test test-long clean clean-chain
 .NOTPARALLEL:
 
 setup: $(VENV)/.installed node_modules/.installed
@@ -28,10 +28,21 @@ node_modules/.installed: package.json package-lock.json
 	npm install --no-audit --no-fund
 	touch $@
 
+# Debian's Chinese TrueType font, embedded (a subset) in the certificate PDFs (api/certificates.py), when
+# missing: the service needs it to run, the tests to test.
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+fonts:
+	@[ -f "$(CJK_FONT)" ] || [ -n "$$TIMEBANK_CJK_FONT" ] && exit 0; \
+	command -v apt-get >/dev/null || { echo "missing: fonts-wqy-microhei, and no apt-get to install it (or set TIMEBANK_CJK_FONT)" >&2; exit 1; }; \
+	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	echo "installing Debian's fonts-wqy-microhei"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q \
+		&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends fonts-wqy-microhei
+
 # Debian packages the tests use, installed here when missing (as root, or through sudo), else nothing:
 # PostgreSQL's server (the store's tests start their own cluster, scripts/postgres.py), poppler-utils and
 # zbar-tools (the certificate test renders the PDF and decodes its QR code).
-test-tools:
+test-tools: fonts
 	@missing=; \
 	pg=; for bindir in "$$(pg_config --bindir 2>/dev/null)" /usr/lib/postgresql/*/bin; do \
 		if command -v "$$bindir/initdb" >/dev/null && command -v "$$bindir/pg_ctl" >/dev/null \
@@ -63,7 +74,7 @@ deploy: setup compile
 	$(PY) -m scripts.deploy
 
 # The API in the foreground (Ctrl-C stops it); the chain keeps running until `make stop`.
-run: setup compile chain deploy
+run: setup compile fonts chain deploy
 	@echo "TimeBank at $$($(PY) -c 'import json; print(json.load(open("node/deployments/31337.json"))["address"])'); API on http://$${TIMEBANK_HOST:-127.0.0.1}:$${TIMEBANK_PORT:-8000} (docs at /docs); the chain stays up until make stop"
 	$(PY) -m api
 

@@ -26,7 +26,7 @@ from limits import parse as parse_limit
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from . import db, districts
+from . import db, names
 from .errors import ApiError
 from .people import account_of, parse_card_number
 
@@ -157,7 +157,7 @@ def lookup(service: Service, body: Any, *, client: str) -> dict[str, Any]:
         "cardNumber": person.card_number,
         "account": account,
         "district": person.district,
-        "districtName": districts.name_of(person.district),
+        "districtName": names.name_of(person.district),
         "kind": mirror.kind if mirror is not None else 0,
         "status": mirror.status if mirror is not None else 0,
         "name": mask_name(person.name),

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from . import db, protocol
+from . import db, names, protocol
 from .errors import ApiError
 
 if TYPE_CHECKING:
@@ -338,6 +338,9 @@ def history(service: Service, account: str, *, limit: int = 100, offset: int = 0
             "status": r.status,
             "district": r.district,
             "serviceType": r.service_type,
+            "serviceName": names.service_type_name(r.service_type, "zh"),
+            "serviceNameEn": names.service_type_name(r.service_type, "en"),
+            "districtName": names.name_of(r.district),
             "minutes": r.minutes,
             "startTime": r.start_time,
             "endTime": r.end_time,

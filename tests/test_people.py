@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("api")
 PASSWORD = "correct horse battery staple"
 PUBLIC_KEYS = {"account", "district", "kind", "status"}
 PERSONAL_KEYS = {"cardNumber", "name", "idNumberHash", "phone", "address", "location", "category", "qualifications", "qualified", "createdAt", "updatedAt"}
-HISTORY_ORDER_KEYS = {"orderId", "role", "status", "district", "serviceType", "minutes", "startTime", "endTime", "acceptedAt"}
+HISTORY_ORDER_KEYS = {"orderId", "role", "status", "district", "districtName", "serviceType", "serviceName", "serviceNameEn", "minutes", "startTime", "endTime", "acceptedAt"}
 
 
 # ----- helpers ------------------------------------------------------------------------------------

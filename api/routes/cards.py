@@ -1,5 +1,5 @@
 """The family look-up by card number and check code (卡片校验码), the check code's re-issue, and the names
-of the districts. The flows are in `api/cards.py` and `api/districts.py`."""
+of the districts. The flows are in `api/cards.py` and `api/names.py`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from .. import cards, districts
+from .. import cards, names
 from ..deps import JsonBody, ServiceDep, SignedCaller, inline_schema
 
 router = APIRouter(prefix="/v1", tags=["people"])
@@ -85,6 +85,6 @@ async def list_districts(s: ServiceDep) -> dict[str, Any]:
 
         with s.reads() as session:
             codes = session.scalars(select(db.District.district).order_by(db.District.district)).all()
-        return {"districts": [districts.view(code) for code in codes]}
+        return {"districts": [names.view(code) for code in codes]}
 
     return await run_in_threadpool(read)

@@ -3,14 +3,14 @@ JSON certificate against the chain. The logic is in `api/certificates.py`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from .. import certificates, protocol
+from .. import cards, certificates, protocol
 from ..deps import JsonBody, ServiceDep
 from ..errors import ApiError
 
@@ -29,6 +29,13 @@ class ErrorResponse(BaseModel):
 ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
 
 
+HOLDER_HEADERS = (
+    "With `X-TimeBank-Card` (the card number) and `X-TimeBank-Check-Code` (the card's check code) of the "
+    "account's person, the certificate names its holder (`holder {name, cardNumber}`); a wrong pair is "
+    "refused as a card look-up is (`404`, counted against the client's failures, then `429`)."
+)
+
+
 class ChainRef(BaseModel):
     chainId: int
     contract: str
@@ -39,6 +46,9 @@ class CertificateOut(BaseModel):
     format: str = Field(certificates.CERTIFICATE_FORMAT)
     account: str
     district: int
+    districtName: str | None = Field(None, description="the GB/T 2260 name of the district")
+    issuer: dict[str, Any] | None = Field(None, description="the issuing district and its name")
+    holder: dict[str, str] | None = Field(None, description="{name, cardNumber}: only for the card's holder")
     issuedAt: int = Field(description="unix seconds")
     chain: ChainRef
     earnedMinutes: int = Field(description="lifetime earned minutes as the chain holds them (getAccount)")
@@ -81,11 +91,27 @@ def _account(value: str) -> bytes:
         raise ApiError(exc.code, exc.message) from None
 
 
-@router.get("/accounts/{account_id}/certificate", response_model=CertificateOut, responses=ERRORS)
-async def get_certificate(account_id: str, s: ServiceDep):
+def _issue(s, account: bytes, card: str | None, code: str | None, client: str) -> dict[str, Any]:
+    holder = cards.holder(s, account=protocol.to_hex(account), card_number=card, check_code=code, client=client)
+    return certificates.build_certificate(s, account=account, holder=holder)
+
+
+def _base_url(s, request: Request) -> str:
+    return s.settings.public_url or str(request.base_url)
+
+
+@router.get("/accounts/{account_id}/certificate", response_model=CertificateOut, response_model_exclude_none=True, responses=ERRORS, description=HOLDER_HEADERS)
+async def get_certificate(
+    account_id: str,
+    s: ServiceDep,
+    request: Request,
+    x_timebank_card: Annotated[str | None, Header()] = None,
+    x_timebank_check_code: Annotated[str | None, Header()] = None,
+):
     """The volunteer's service-record certificate in JSON, carrying the proof of every order behind it."""
     account = _account(account_id)
-    return await run_in_threadpool(certificates.build_certificate, s, account=account)
+    client = request.client.host if request.client else "unknown"
+    return await run_in_threadpool(_issue, s, account, x_timebank_card, x_timebank_check_code, client)
 
 
 @router.get(
@@ -93,12 +119,21 @@ async def get_certificate(account_id: str, s: ServiceDep):
     response_class=Response,
     responses={200: {"content": {"application/pdf": {}}, "description": "the printable certificate"}, **ERRORS},
 )
-async def get_certificate_pdf(account_id: str, s: ServiceDep, request: Request) -> Response:
-    """The printable certificate: hours, star level, issue date, orders, and a QR code of the JSON
-    certificate's URL and digest; the JSON certificate is attached to the PDF as certificate.json."""
+async def get_certificate_pdf(
+    account_id: str,
+    s: ServiceDep,
+    request: Request,
+    x_timebank_card: Annotated[str | None, Header()] = None,
+    x_timebank_check_code: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The printable certificate (Chinese first): holder (with the card's check code), district names,
+    hours, stars, issuing district, issue date, every service with its proof's chain, contract and batch,
+    and a QR code that opens the auditor page with the certificate; the JSON certificate is attached to
+    the PDF as certificate.json. The Chinese font is embedded (a subset)."""
     account = _account(account_id)
-    certificate = await run_in_threadpool(certificates.build_certificate, s, account=account)
-    pdf = await run_in_threadpool(certificates.render_pdf, certificate, base_url=str(request.base_url))
+    client = request.client.host if request.client else "unknown"
+    certificate = await run_in_threadpool(_issue, s, account, x_timebank_card, x_timebank_check_code, client)
+    pdf = await run_in_threadpool(certificates.render_pdf, certificate, base_url=_base_url(s, request), font=s.settings.cjk_font)
     return Response(
         pdf,
         media_type="application/pdf",

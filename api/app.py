@@ -24,6 +24,7 @@ from .routes import audit as audit_routes
 from .routes import cards as cards_routes
 from .routes import certificates as certificates_routes
 from .routes import people as people_routes
+from .routes import recordings as recordings_routes
 from .service import Service
 from .settings import Settings, get_settings
 
@@ -277,5 +278,6 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     app.include_router(people_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(certificates_routes.router)
+    app.include_router(recordings_routes.router)
 
     return app

@@ -74,12 +74,12 @@ def certificate_url(*, base_url: str, account: str) -> str:
 
 
 def qr_payload(*, base_url: str, account: str, digest: str) -> str:
-    """What the PDF's QR code encodes: the auditor page (`/audit`) with, in the URL's fragment (kept by
-    the browser, never sent to a server), `cert=` the URL of the account's JSON certificate
+    """What the PDF's QR code encodes: the auditor page (`/verify`) with, in the URL's fragment (kept by
+    the browser, never sent to a server), `certificate=` the URL of the account's JSON certificate
     (percent-encoded) and `digest=` the digest of the certificate the PDF was made from. The page fetches
     the certificate and checks every proof against the chain in the browser."""
     base = base_url.rstrip("/")
-    return f"{base}/audit#cert={quote(certificate_url(base_url=base, account=account), safe='')}&digest={digest}"
+    return f"{base}/verify#certificate={quote(certificate_url(base_url=base, account=account), safe='')}&digest={digest}"
 
 
 # ----- issuing ------------------------------------------------------------------------------------

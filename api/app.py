@@ -23,8 +23,10 @@ from .intake import Outcome, prepare
 from .routes import audit as audit_routes
 from .routes import cards as cards_routes
 from .routes import certificates as certificates_routes
+from .routes import commands as commands_routes
 from .routes import people as people_routes
 from .routes import recordings as recordings_routes
+from .routes import web as web_routes
 from .service import Service
 from .settings import Settings, get_settings
 
@@ -152,6 +154,8 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         description="Signed service orders in, Merkle-anchored batches out, proofs any auditor checks alone. "
         "Wire formats: PROTOCOL.md.",
         lifespan=lifespan,
+        docs_url=None,  # /docs with local assets: api/routes/web.py
+        redoc_url=None,
     )
 
     @app.exception_handler(ApiError)
@@ -279,5 +283,8 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     app.include_router(audit_routes.router)
     app.include_router(certificates_routes.router)
     app.include_router(recordings_routes.router)
+    app.include_router(commands_routes.router)
+    # the pages and /docs, served from the web/ build (last: its fallback takes every other GET)
+    web_routes.install(app)
 
     return app

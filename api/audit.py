@@ -29,13 +29,11 @@ from typing import Any, Iterator
 
 from sqlalchemy import and_, select
 
-from . import db, protocol
+from . import bundles, db, protocol
 from .auth import Caller
-from .batcher import pack_deltas
 from .errors import ApiError
-from .service import Service, batch_json, order_json
+from .service import Service
 
-BATCH_FORMAT = "timebank-batch/1"
 CREDIT_FORMAT = "timebank-credit/1"
 HOMECARE_HEADER = ["recipient_card", "start", "end", "provider"]
 #: A time without an offset (in the home-care CSV or a query) is China Standard Time, as the city's systems
@@ -127,27 +125,7 @@ def batch_listing(service: Service, batch_id: int) -> dict[str, Any]:
         if batch is None:
             raise ApiError("not_found", f"no anchored batch {batch_id} of this service")
         rows = session.scalars(select(db.Order).where(db.Order.batch_id == batch.id).order_by(db.Order.seq)).all()
-    amounts = [
-        {"account": protocol.to_hex(account), "earned": e, "received": r, "spent": s}
-        for account, (e, r, s) in protocol.unpack_deltas(pack_deltas(list(rows))).items()
-    ]
-    return {
-        "format": BATCH_FORMAT,
-        "domain": protocol.domain(service.chain_id, service.contract_address),
-        **batch_json(batch),
-        "orders": [
-            {
-                "order": order_json(row),
-                "signature": row.signature,
-                "digest": row.digest,
-                "station": row.station,
-                "leaf": protocol.to_hex(protocol.leaf(bytes.fromhex(row.digest[2:]), bytes.fromhex(row.station[2:]))),
-                "revoked": row.status == "revoked",
-            }
-            for row in rows
-        ],
-        "amounts": amounts,
-    }
+    return bundles.build_listing(service.domain(), batch, rows, revoked=[row.status == "revoked" for row in rows])
 
 
 # ----- spot checks (抽查) --------------------------------------------------------------------------
@@ -195,7 +173,7 @@ def spot_check(
         "to": hi,
         "population": len(ids),
         "size": len(chosen),
-        "orders": [service.proof_bundle(order_id) for order_id in chosen],
+        "orders": service.proof_bundles(chosen),
     }
 
 
@@ -457,11 +435,8 @@ def credit_lines(service: Service, *, start: int | None, end: int | None) -> Ite
             ).all()
         if not page:
             return
-        for _seq, order_id in page:
-            try:
-                bundle = service.proof_bundle(order_id)
-            except ApiError:  # revoked (or its batch lost in a chain reset) since the page was read
-                continue
+        # an order revoked (or its batch lost in a chain reset) since the page was read is left out
+        for bundle in service.proof_bundles([order_id for _seq, order_id in page], revoked=False):
             order = bundle["order"]
             line = {
                 "format": CREDIT_FORMAT,

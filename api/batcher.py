@@ -21,7 +21,7 @@ import time
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import sessionmaker
 
-from . import db, protocol
+from . import bundles, db, protocol
 from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert, TxSender
 from .settings import Settings
 
@@ -41,16 +41,10 @@ IN_FLIGHT = ("pending", "sent")
 RESEND_AFTER_SECONDS = 3.0
 
 
-def pack_deltas(orders: list[db.Order]) -> bytes:
-    """Per-account amounts of a batch, packed as `anchorBatch` takes them (`protocol.amounts`)."""
-    return protocol.pack_amounts(
-        protocol.amounts((bytes.fromhex(o.volunteer[2:]), bytes.fromhex(o.payer[2:]), o.service_type, o.minutes) for o in orders)
-    )
-
-
 def build(orders: list[db.Order]) -> tuple[protocol.MerkleTree, bytes]:
+    """A batch's Merkle tree and its per-account amounts, packed as `anchorBatch` takes them."""
     leaves = [protocol.leaf(bytes.fromhex(o.digest[2:]), bytes.fromhex(o.station[2:])) for o in orders]
-    return protocol.MerkleTree(leaves), pack_deltas(orders)
+    return protocol.MerkleTree(leaves), protocol.pack_amounts(bundles.amounts_of_rows(orders))
 
 
 def culprits(revert: ContractRevert, orders: list[db.Order]) -> list[tuple[db.Order, str]]:

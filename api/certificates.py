@@ -24,7 +24,6 @@ level against the verified minutes, and names every check that failed.
 from __future__ import annotations
 
 import io
-import json
 import math
 import threading
 import time
@@ -37,9 +36,9 @@ import rfc8785
 from eth_hash.auto import keccak
 from sqlalchemy import select
 
-from . import db, names, protocol
+from . import bundles, db, names, protocol
 from .errors import ApiError
-from .service import Service, bundle, proof_path
+from .service import Service
 
 CERTIFICATE_FORMAT = "timebank-certificate/1"
 ATTACHMENT_NAME = "certificate.json"
@@ -117,29 +116,18 @@ def build_certificate(service: Service, *, account: bytes, holder: db.Person | N
 
 
 def order_bundles(service: Service, *, volunteer: str) -> list[dict[str, Any]]:
-    """The proof bundles (the shape of `Service.proof_bundle`) of the anchored, non-revoked service
-    orders of `volunteer`, oldest first; one read, each batch's tree parsed once."""
+    """The proof bundles of the anchored, non-revoked service orders of `volunteer`, oldest first."""
     with service.reads() as session:
-        rows = session.execute(
-            select(db.Order, db.Batch)
-            .join(db.Batch, db.Order.batch_id == db.Batch.id)
+        ids = session.scalars(
+            select(db.Order.order_id)
             .where(
                 db.Order.volunteer == volunteer,
                 db.Order.status == "anchored",
                 db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
-                db.Batch.status == "anchored",
             )
             .order_by(db.Order.start_time, db.Order.order_id)
         ).all()
-    domain = protocol.domain(service.chain_id, service.contract_address)
-    trees: dict[int, list[str]] = {}
-    bundles = []
-    for row, batch in rows:
-        tree = trees.get(batch.id)
-        if tree is None:
-            tree = trees[batch.id] = json.loads(batch.tree)
-        bundles.append(bundle(domain, row, batch, proof_path(tree, row.leaf_index)))
-    return bundles
+    return service.proof_bundles(list(ids), revoked=False)
 
 
 # ----- verifying ----------------------------------------------------------------------------------
@@ -217,32 +205,6 @@ def _parse_certificate(body: Any) -> dict[str, Any]:
     }
 
 
-class _Bundle:
-    """A proof bundle's values, parsed; `ProtocolError` (or KeyError, TypeError) when malformed."""
-
-    def __init__(self, value: Any):
-        if not isinstance(value, dict):
-            raise protocol.ProtocolError("malformed_bundle", "expected a proof bundle object")
-        if value.get("format") != protocol.PROOF_FORMAT:
-            raise protocol.ProtocolError("malformed_bundle", f"format: expected {protocol.PROOF_FORMAT!r}")
-        self.chain_id, self.contract = protocol.parse_domain(value["domain"])
-        self.order = protocol.ServiceOrder.from_json(value["order"])
-        self.signature = protocol.parse_bytes(value["signature"], None, "signature")
-        self.digest = protocol.parse_bytes(value["digest"], 32, "digest")
-        self.station = protocol.parse_address(value["station"], "station")
-        self.leaf = protocol.parse_bytes(value["leaf"], 32, "leaf")
-        if not isinstance(value["proof"], list):
-            raise protocol.ProtocolError("malformed_bundle", "proof: expected a list")
-        self.proof = [protocol.parse_bytes(p, 32, f"proof[{i}]") for i, p in enumerate(value["proof"])]
-        batch = value["batch"]
-        if not isinstance(batch, dict):
-            raise protocol.ProtocolError("malformed_bundle", "batch: expected an object")
-        self.batch_id = protocol.parse_uint(batch["id"], 64, "batch.id")
-        self.root = protocol.parse_bytes(batch["root"], 32, "batch.root")
-        self.block_number = protocol.parse_uint(batch["blockNumber"], 64, "batch.blockNumber")
-        self.block_hash = protocol.parse_bytes(batch["blockHash"], 32, "batch.blockHash")
-
-
 def _order_id_of(value: Any) -> str | None:
     order = value.get("order") if isinstance(value, dict) else None
     order_id = order.get("orderId") if isinstance(order, dict) else None
@@ -275,7 +237,7 @@ def verify_certificate(service: Service, *, body: Any) -> dict[str, Any]:
         result: dict[str, Any] = {"orderId": _order_id_of(value), "minutes": None, "valid": False, "failed": []}
         results.append(result)
         try:
-            b = _Bundle(value)
+            b = bundles.parse_bundle(value)
         except (protocol.ProtocolError, KeyError, TypeError, AttributeError) as exc:
             result["failed"].append("malformed")
             result["message"] = getattr(exc, "message", None) or f"missing or wrong field: {exc}"
@@ -295,37 +257,34 @@ def verify_certificate(service: Service, *, body: Any) -> dict[str, Any]:
         seen.add(order.orderId)
 
         # offline: PROTOCOL.md section 7 steps 1 and 2
-        digest = order.digest(protocol.domain_separator(b.chain_id, b.contract))
-        if digest != b.digest:
+        signed = bundles.recompute_signer(b.chain_id, b.contract, order, b.signature)
+        if signed.digest != b.digest:
             fails.append("digest")
-        try:
-            signed = protocol.recover(digest, b.signature) == b.station
-        except protocol.ProtocolError:
-            signed = False
-        if not signed:
+        if signed.signer != b.station:
             fails.append("signature")
-        leaf = protocol.leaf(digest, b.station)
-        if leaf != b.leaf:
+        included = bundles.recompute_inclusion(signed.digest, b.station, b.proof)
+        if included.leaf != b.leaf:
             fails.append("leaf")
-        if protocol.fold(leaf, b.proof) != b.root:
+        if included.root != b.batch.root:
             fails.append("proof")
 
         # on chain: step 3 (the batch), then verifyOrder (signature, inclusion, station, revocation)
         if same_domain:
-            on_chain = batches.get(b.batch_id)
+            anchored = b.batch
+            on_chain = batches.get(anchored.id)
             if on_chain is None:
-                on_chain = batches[b.batch_id] = chain.get_batch(b.batch_id, block)
-            if on_chain.root != protocol.to_hex(b.root):
+                on_chain = batches[anchored.id] = chain.get_batch(anchored.id, block)
+            if on_chain.root != protocol.to_hex(anchored.root):
                 fails.append("batch_root")
-            if on_chain.anchored_at_block != b.block_number or not 0 < b.block_number <= block:
+            if on_chain.anchored_at_block != anchored.block_number or not 0 < anchored.block_number <= block:
                 fails.append("batch_block")
             else:
-                hash_at = block_hashes.get(b.block_number)
+                hash_at = block_hashes.get(anchored.block_number)
                 if hash_at is None:
-                    hash_at = block_hashes[b.block_number] = chain.block_hash(b.block_number)
-                if hash_at != protocol.to_hex(b.block_hash):
+                    hash_at = block_hashes[anchored.block_number] = chain.block_hash(anchored.block_number)
+                if hash_at != protocol.to_hex(anchored.block_hash):
                     fails.append("batch_block")
-            v = chain.verify_order(order.as_tuple(), b.signature, b.station, b.batch_id, b.proof, block)
+            v = chain.verify_order(order.as_tuple(), b.signature, b.station, anchored.id, b.proof, block)
             if not v.signed_by_station:
                 fails.append("chain_signature")
             if not v.included:

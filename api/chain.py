@@ -18,6 +18,7 @@ from eth_utils import keccak
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from web3 import HTTPProvider, Web3
+from web3.providers.base import JSONBaseProvider
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
 
 from . import db
@@ -93,9 +94,81 @@ class ChainAccount:
     earned: int
 
 
+def rpc_urls(rpc_url: str) -> list[str]:
+    """The nodes of `TIMEBANK_RPC_URL`: one URL, or several separated by commas, preferred first."""
+    urls = [u.strip() for u in rpc_url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError("no RPC URL given")
+    return urls
+
+
+class FailoverProvider(JSONBaseProvider):
+    """JSON-RPC over several nodes of the same chain, in the order given. A request goes to the first node
+    that answers; a node that did not answer (refused, reset, timed out, an HTTP error) is tried last for
+    the next `retry_after` seconds, then first again, so the service returns to a preferred node once it
+    is back. A node coming back is used only once it has caught up (its head at most `max_lag` blocks
+    behind the highest head seen), so the service never reads an older chain than it already saw. Reads
+    and sends alike: a signed transaction sent to two nodes has one hash, so a send that failed over is
+    still one transaction."""
+
+    def __init__(self, urls: list[str], timeout: float = 10.0, retry_after: float = 5.0, max_lag: int = 1):
+        super().__init__()
+        self.urls = list(urls)
+        self.retry_after = retry_after
+        self.max_lag = max_lag
+        # no retries inside one node: the next node is the retry
+        self._nodes = [HTTPProvider(u, request_kwargs={"timeout": timeout}, exception_retry_configuration=None) for u in urls]
+        self._down_until = [0.0] * len(urls)
+        self._failed = [False] * len(urls)
+        self._head = 0  # the highest block number any node answered
+        self.current = 0  # the node that answered last
+
+    def _head_of(self, i: int) -> int:
+        return int(self._nodes[i].make_request("eth_blockNumber", [])["result"], 16)
+
+    def make_request(self, method, params):
+        now = time.monotonic()
+        order = sorted(range(len(self._nodes)), key=lambda i: (self._down_until[i] > now, i))
+        failure: Exception | None = None
+        for i in order:
+            try:
+                if self._failed[i] and self._down_until[i] <= now and i != order[-1]:
+                    # back: is it up to date?
+                    if (head := self._head_of(i)) < self._head - self.max_lag:
+                        log.info("node %s answers again but is at block %s of %s; not used yet", self.urls[i], head, self._head)
+                        self._down_until[i] = time.monotonic() + 1.0
+                        continue
+                response = self._nodes[i].make_request(method, params)
+            except CONNECTION_ERRORS as exc:
+                if not self._failed[i]:
+                    log.warning("node %s does not answer (%s); trying the next", self.urls[i], type(exc).__name__)
+                self._failed[i] = True
+                self._down_until[i] = time.monotonic() + self.retry_after
+                failure = exc
+                continue
+            self._failed[i] = False
+            self._down_until[i] = 0.0
+            if method == "eth_blockNumber" and isinstance(response.get("result"), str):
+                self._head = max(self._head, int(response["result"], 16))
+            if i != self.current:
+                log.warning("now using node %s", self.urls[i])
+                self.current = i
+            return response
+        if failure is None:  # every node answering is behind: the least bad is the one that answered last
+            return self._nodes[self.current].make_request(method, params)
+        raise failure
+
+    def is_connected(self, show_traceback: bool = False) -> bool:
+        return any(node.is_connected(show_traceback) for node in self._nodes)
+
+
 class Chain:
     def __init__(self, rpc_url: str, contract_address: str | None = None, timeout: float = 10.0):
-        self.w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        urls = rpc_urls(rpc_url)
+        if len(urls) == 1:
+            self.w3 = Web3(HTTPProvider(urls[0], request_kwargs={"timeout": timeout}))
+        else:
+            self.w3 = Web3(FailoverProvider(urls, timeout))
         self.abi = load_abi()
         self.address = Web3.to_checksum_address(contract_address) if contract_address else None
         self.contract = self.w3.eth.contract(address=self.address, abi=self.abi) if self.address else None

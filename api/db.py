@@ -109,6 +109,32 @@ class Transaction(Base):
     __table_args__ = (Index("ix_transactions_sender_nonce", "sender", "nonce"),)
 
 
+class Command(Base):
+    """An administrative command the service relayed: the signed command itself (so it can be sent
+    again: the administrator's signature and nonce hold on any chain that has not used the nonce) and
+    its current transaction. `tx_hash` is the first transaction's hash, the one the administrator was
+    answered with. `status`: relayed (its transaction's status tells the rest), resending (the chain
+    lost it in a rollback; it is sent again), lost (lost, and the chain now refuses it: `reason`)."""
+
+    __tablename__ = "commands"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(32))
+    signer: Mapped[str] = mapped_column(HEX20)
+    message: Mapped[str] = mapped_column(Text)  # the parsed message as JSON (bytes as hex)
+    signature: Mapped[str] = mapped_column(String(132))
+    tx_hash: Mapped[str] = mapped_column(HEX32, unique=True)
+    tx_id: Mapped[int] = mapped_column(ForeignKey("transactions.id"))
+    acknowledged: Mapped[bool] = mapped_column(Boolean, default=False)  # answered 200 with tx_hash
+    status: Mapped[str] = mapped_column(String(16), default="relayed")
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    resends: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_commands_status", "status"),)
+
+
 class Account(Base):
     """The chain's accounts as the follower last saw them, plus off-chain profile data used by the checks."""
 

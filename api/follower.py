@@ -29,6 +29,8 @@ class Follower:
         self.confirmations = confirmations
         # told what a step changed: on_change(accounts=..., balances=..., stations=..., everything=...)
         self.on_change = lambda **changed: None
+        # called when the chain lost blocks, before the mirror is rebuilt (lost commands are sent again)
+        self.on_reset = lambda: None
 
     def cursor(self, session: Session) -> db.FollowerState | None:
         return session.get(db.FollowerState, 1)
@@ -48,6 +50,7 @@ class Follower:
             state = self.cursor(session)
             cursor, cursor_hash = (state.block_number, state.block_hash) if state else (self.start_block - 1, "0x")
         if cursor > head or (cursor_hash != "0x" and self.chain.block_hash(cursor) != cursor_hash):
+            self.on_reset()
             with self.sessions() as session, session.begin():
                 self._chain_reset(session, self.cursor(session))
             self.on_change(everything=True)
@@ -109,7 +112,7 @@ class Follower:
                 batch.error = "the chain no longer holds this batch (chain reset); anchored again"
                 session.execute(
                     update(db.Order)
-                    .where(db.Order.batch_id == batch.id, db.Order.status.in_(("accepted", "anchored")))
+                    .where(db.Order.batch_id == batch.id, db.Order.status.in_(("accepted", "anchored", "revoked")))
                     .values(status="accepted", batch_id=None, leaf_index=None, anchored_at=None)
                 )
 

@@ -429,10 +429,14 @@ class MerkleTree:
 
     def proof(self, position: int) -> list[bytes]:
         """The proof of the leaf given at `position` of the constructor's sequence."""
-        index = self.tree_index[position]
-        path = []
-        while index > 0:
-            sibling = index + 1 if index % 2 == 1 else index - 1
-            path.append(self.tree[sibling])
-            index = (index - 1) // 2
-        return path
+        return [self.tree[i] for i in sibling_indices(self.tree_index[position])]
+
+
+def sibling_indices(index: int) -> list[int]:
+    """The slots of a proof in `MerkleTree`'s flat layout: the siblings of slot `index` and of each of its
+    ancestors, up to the root (node i = hash_pair(2i+1, 2i+2))."""
+    path = []
+    while index > 0:
+        path.append(index + 1 if index % 2 == 1 else index - 1)
+        index = (index - 1) // 2
+    return path

@@ -11,8 +11,9 @@ from typing import Any
 
 from sqlalchemy import func, select, text
 
-from . import db, people, protocol
+from . import bundles, db, people, protocol
 from .batcher import Batcher
+from .commands import Commands
 from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert, TxSender
 from .errors import ApiError
 from .follower import Follower
@@ -54,6 +55,8 @@ class Service:
         self.batcher = Batcher(self.chain, self.sender, self.sessions, settings, reads=self.reads)
         self.writer.on_commit = self.batcher.accepted
         self.follower.on_change = self.writer.cache.invalidate
+        self.commands = Commands(self)
+        self.follower.on_reset = self.commands.chain_lost_blocks
         self.batcher.on_change = self.writer.cache.invalidate
         self._stop = threading.Event()
         self._follower_thread = threading.Thread(target=self._follow, name="follower", daemon=True)
@@ -106,6 +109,10 @@ class Service:
                 self._stop.wait(1.0)
             with self.followed:
                 self.followed.notify_all()
+            try:
+                self.commands.resend_due()
+            except Exception:
+                log.exception("sending lost commands again failed")
             if applied:
                 self.batcher.wake.set()
             else:
@@ -128,9 +135,10 @@ class Service:
             with self.reads() as session:
                 session.execute(text("SELECT 1"))
                 waiting = session.scalar(select(func.count()).select_from(db.Order).where(db.Order.status == "accepted"))
+                commands = self.commands.health(session)
             database_ok = True
         except Exception:
-            database_ok, waiting = False, None
+            database_ok, waiting, commands = False, None, {}
         try:
             latest = self.chain.block_number()
         except ChainUnavailable:
@@ -143,6 +151,7 @@ class Service:
             "databaseOk": database_ok,
             "ordersWaiting": waiting,
             "followedBlock": self.follower.applied_block(),
+            **commands,
         }
 
     def order_view(self, order_id: str) -> dict[str, Any]:
@@ -154,7 +163,7 @@ class Service:
         view = {
             "orderId": row.order_id,
             "status": row.status,
-            "order": order_json(row),
+            "order": bundles.order_json(row),
             "signature": row.signature,
             "digest": row.digest,
             "station": row.station,
@@ -170,7 +179,9 @@ class Service:
             view.update(batchId=batch.chain_batch_id, txHash=batch.tx_hash, blockNumber=batch.block_number)
         return view
 
-    def _anchored(self, order_id: str) -> tuple[db.Order, db.Batch, list[bytes]]:
+    def _anchored(self, order_id: str) -> tuple[db.Order, db.Batch, list[str]]:
+        """An anchored (or since revoked) order, its batch and the batch's stored tree; `not_found`,
+        `order_not_anchored` otherwise."""
         with self.reads() as session:
             row = session.scalar(select(db.Order).where(db.Order.order_id == order_id))
             if row is None:
@@ -178,11 +189,40 @@ class Service:
             batch = session.get(db.Batch, row.batch_id) if row.batch_id else None
         if batch is None or batch.status != "anchored" or row.status not in ("anchored", "revoked"):
             raise ApiError("order_not_anchored", f"order {order_id} is {row.status}, not anchored yet")
-        return row, batch, proof_path(json.loads(batch.tree), row.leaf_index)
+        return row, batch, json.loads(batch.tree)
+
+    def domain(self) -> dict[str, Any]:
+        return protocol.domain(self.chain_id, self.contract_address)
 
     def proof_bundle(self, order_id: str) -> dict[str, Any]:
-        row, batch, proof = self._anchored(order_id)
-        return bundle(protocol.domain(self.chain_id, self.contract_address), row, batch, proof)
+        """The proof bundle of PROTOCOL.md section 7 of one order (`api/bundles.py`)."""
+        row, batch, tree = self._anchored(order_id)
+        return bundles.build_bundle(self.domain(), row, batch, tree)
+
+    def proof_bundles(self, order_ids: list[str], *, revoked: bool = True) -> list[dict[str, Any]]:
+        """The proof bundles of the anchored orders among `order_ids`, in their order (the others are left
+        out; revoked ones too unless `revoked`): a read per 500 orders, each batch's tree parsed once."""
+        statuses = ("anchored", "revoked") if revoked else ("anchored",)
+        found: dict[str, dict[str, Any]] = {}
+        trees: dict[int, list[str]] = {}
+        domain = self.domain()
+        for start in range(0, len(order_ids), 500):
+            with self.reads() as session:
+                rows = session.execute(
+                    select(db.Order, db.Batch)
+                    .join(db.Batch, db.Order.batch_id == db.Batch.id)
+                    .where(
+                        db.Order.order_id.in_(order_ids[start : start + 500]),
+                        db.Order.status.in_(statuses),
+                        db.Batch.status == "anchored",
+                    )
+                ).all()
+            for row, batch in rows:
+                tree = trees.get(batch.id)
+                if tree is None:
+                    tree = trees[batch.id] = json.loads(batch.tree)
+                found[row.order_id] = bundles.build_bundle(domain, row, batch, tree)
+        return [found[i] for i in order_ids if i in found]
 
     def account_view(self, account: bytes) -> dict[str, Any]:
         a = self.chain.get_account(account)
@@ -252,17 +292,22 @@ class Service:
             signer = protocol.to_hex(protocol.recover(protocol.typed_digest(self.separator, kind, message), signature))
         except protocol.ProtocolError as exc:
             raise ApiError(exc.code, exc.message) from None
-        args = self._command_args(kind, message, signer)
+        call = self.command_call(kind, message, signer, signature)
         # a monthly grant (api/people.py) is refused when the period's grant is recorded, and recorded after
         with people.monthly_grant_claim(self, kind, message) as claim:
-            answer = self._relay(kind, args, signature, signer)
+            answer = self._relay(kind, call, message, signature, signer)
             claim.record(answer["txHash"])
         return answer
 
-    def _relay(self, kind: str, args: list[Any], signature: bytes, signer: str) -> dict[str, Any]:
-        """Simulates, sends and waits for a checked command's transaction, then for the mirror to apply it."""
+    def command_call(self, kind: str, message: dict[str, Any], signer: str, signature: bytes):
+        """The contract call of a checked command (raises `ApiError` when it cannot be made)."""
+        args = self._command_args(kind, message, signer)
         fn = getattr(self.chain.contract.functions, protocol.COMMAND_FUNCTIONS[kind])
-        call = fn(*args[:1], signature, *args[1:])
+        return fn(*args[:1], signature, *args[1:])
+
+    def _relay(self, kind: str, call, message: dict[str, Any], signature: bytes, signer: str) -> dict[str, Any]:
+        """Simulates, sends and waits for a checked command's transaction, then for the mirror to apply it.
+        The command is recorded with its transaction (`api/commands.py`), so a chain rollback cannot lose it."""
         try:
             gas = self.chain.simulate(call, self.sender.account.address)
         except ContractRevert as revert:
@@ -273,7 +318,15 @@ class Service:
         except ChainUnavailable:
             raise ApiError("chain_unavailable") from None
         try:
-            row = self.sender.send(call, f"command:{kind}", int(gas * 1.3) + 20_000)
+            with self.sessions() as session:
+                row = self.sender.record(session, call, f"command:{kind}", int(gas * 1.3) + 20_000)
+                try:
+                    self.commands.record(session, kind, message, signature, signer, row)
+                    session.commit()
+                except BaseException:
+                    self.sender.abandoned()
+                    raise
+            self.sender.committed(row)
             receipt = self.sender.wait(row.tx_hash, self.settings.tx_timeout_seconds)
         except ChainUnavailable:
             raise ApiError("chain_unavailable") from None
@@ -283,6 +336,7 @@ class Service:
             raise ApiError("chain_timeout", f"transaction {row.tx_hash} not mined yet") from None
         if receipt["status"] != 1:
             raise ApiError("command_refused", f"transaction {row.tx_hash} reverted")
+        self.commands.acknowledged(row.tx_hash)
         followed = self.wait_followed(receipt["blockNumber"] + self.settings.confirmations - 1, self.settings.tx_timeout_seconds)
         return {
             "txHash": row.tx_hash,
@@ -300,8 +354,9 @@ class Service:
             raise ApiError("unauthorized", f"{signer} is not the city administrator")
         struct = tuple((_b(m[f]) if isinstance(m[f], str) else m[f]) for f, _ in protocol.TYPES[kind])
         if kind == "RevokeOrder":
-            row, batch, proof = self._anchored(m["orderId"])
-            order = protocol.ServiceOrder.from_json(order_json(row))
+            row, batch, tree = self._anchored(m["orderId"])
+            order = protocol.ServiceOrder.from_json(bundles.order_json(row))
+            proof = bundles.proof_path(tree, row.leaf_index)
             return [struct, order.as_tuple(), _b(row.station), batch.chain_batch_id, proof]
         return [struct]
 
@@ -316,54 +371,3 @@ def parse_location(location: Any) -> dict | None:
     ):
         raise ApiError("invalid_request", "location: expected {lat, lon} in range, or null")
     return location
-
-
-def proof_path(tree: list[str], index: int) -> list[bytes]:
-    """The Merkle proof of the leaf at `index` of a stored tree (hex nodes, leaves last)."""
-    proof = []
-    while index > 0:
-        proof.append(bytes.fromhex(tree[index + 1 if index % 2 == 1 else index - 1]))
-        index = (index - 1) // 2
-    return proof
-
-
-def bundle(domain: dict[str, Any], row: db.Order, batch: db.Batch, proof: list[bytes]) -> dict[str, Any]:
-    """The proof bundle of PROTOCOL.md section 7."""
-    return {
-        "format": protocol.PROOF_FORMAT,
-        "domain": domain,
-        "order": order_json(row),
-        "signature": row.signature,
-        "digest": row.digest,
-        "station": row.station,
-        "leaf": protocol.to_hex(protocol.leaf(_b(row.digest), _b(row.station))),
-        "proof": [protocol.to_hex(p) for p in proof],
-        "batch": batch_json(batch),
-    }
-
-
-def batch_json(batch: db.Batch) -> dict[str, Any]:
-    """An anchored batch as the proof bundle and the batch listing give it."""
-    return {
-        "id": batch.chain_batch_id,
-        "root": batch.root,
-        "count": batch.count,
-        "txHash": batch.tx_hash,
-        "blockNumber": batch.block_number,
-        "blockHash": batch.block_hash,
-    }
-
-
-def order_json(row: db.Order) -> dict[str, Any]:
-    return {
-        "orderId": row.order_id,
-        "district": row.district,
-        "volunteer": row.volunteer,
-        "payer": row.payer,
-        "recipient": row.recipient,
-        "serviceType": row.service_type,
-        "startTime": row.start_time,
-        "endTime": row.end_time,
-        "minutes": row.minutes,
-        "detailsHash": row.details_hash,
-    }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,7 +21,8 @@ DEV_RELAYER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b7
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIMEBANK_", env_file=".env", extra="ignore")
 
-    rpc_url: str = "http://127.0.0.1:8545"
+    # The embedded chain's URL follows its port (TIMEBANK_ANVIL_PORT, as scripts/chain.py starts it).
+    rpc_url: str = Field(default_factory=lambda: f"http://127.0.0.1:{os.environ.get('TIMEBANK_ANVIL_PORT') or 8545}")
     database_url: str = f"sqlite:///{ROOT / 'data' / 'timebank.sqlite3'}"
     # The contract: an address, or else the deployment record node/deployments/<chainId>.json.
     contract_address: str | None = None

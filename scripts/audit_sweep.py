@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from api import db, protocol
 from api.protocol import ProtocolError
-from api.service import order_json
+from api.bundles import order_json
 from scripts.verify_proof import (
     Rpc,
     RpcError,

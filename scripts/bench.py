@@ -1,6 +1,7 @@
 """The ledger's benchmark: everything on loopback, started and stopped by itself.
 
     python -m scripts.bench [--quick] [--orders N] [--out docs/BENCHMARKS.md]
+    python -m scripts.bench --network [--orders N] [--out docs/BENCHMARKS.md]
 
 It starts its own Anvil on a free port (automine while the world is registered, then a block every
 --block-time seconds, default 1, for the measurements), deploys TimeBank, runs the service as a
@@ -19,6 +20,12 @@ volunteers, payers with generous grants), pre-signs every order before any timin
 The load generator is one asyncio (uvloop) process speaking raw HTTP/1.1 over keep-alive streams with
 pre-serialised requests; its own CPU use is measured and printed, as are the service's and Anvil's.
 `--quick` runs a tiny version (seconds) as a smoke test: its figures are not benchmarks.
+
+`--network` measures instead single intake (orders/s, p50/p99) and accept-to-anchored (p50/p99) on Anvil (a
+block every --block-time s, the service's default settings) and on the four-node Clique network of
+scripts/network.py (a block every --block-time s, TIMEBANK_RPC_URL listing the four nodes,
+TIMEBANK_CONFIRMATIONS=3), one after the other in one run with the same load; with --out it writes (or
+replaces) the section "On the four-node Clique network" of that file and leaves the rest as it is.
 """
 
 from __future__ import annotations
@@ -973,6 +980,134 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
+# ----- --network: Anvil beside the four-node Clique network ----------------------------------------
+
+NETWORK_SECTION = "## On the four-node Clique network"
+
+
+def measure_on(kind: str, args: argparse.Namespace, orders: int, clients: int) -> dict:
+    """Single intake and accept-to-anchored on one chain (`anvil` or `clique`), everything started here."""
+    from eth_account import Account
+    from web3 import Web3
+
+    from scripts import network as N
+    from scripts.compile import load_artifact
+    from scripts.deploy import deploy
+
+    workdir = Path(tempfile.mkdtemp(prefix=f"timebank-bench-{kind}-"))
+    (workdir / "deployments").mkdir()
+    anvil: AnvilHandle | None = None
+    net = None
+    service: ServiceProcess | None = None
+    try:
+        extra_env = dict(kv.split("=", 1) for kv in args.env)
+        if kind == "anvil":
+            anvil = start_bench_anvil(workdir / "anvil", args.anvil_arg)
+            w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 60}))
+            city, relayer = Account.from_key(DEV_KEYS[0]), Account.from_key(DEV_KEYS[1])
+            address, _receipt = deploy(w3, load_artifact("TimeBank"), city.key, city.address, relayer.address)
+            rpc_url, chain_pid = anvil.url, anvil.pid
+        else:
+            ports = [(free_port(), free_port(), free_port()) for _ in range(N.SIGNERS)]
+            net = N.create(workdir / "network", period=max(1, args.block_time), ports=ports)
+            N.start(net)
+            address = N.deploy(net, records_dir=workdir / "deployments", say=lambda *_: None)["address"]
+            rpc_url, chain_pid = net.rpc_url, net.nodes[0].pid()
+            extra_env = {"TIMEBANK_RELAYER_KEY": N.RELAYER_KEY, "TIMEBANK_CONFIRMATIONS": "3", **extra_env}
+        service = ServiceProcess(workdir, rpc_url, address, extra_env)
+        client = httpx.Client(base_url=service.url, timeout=120)
+        service.wait_ready(client)
+        warmup = 200
+        layout = Layout.for_total(warmup + orders, 64, 16, 4)
+        per_payer = -(-(warmup + orders) // 16) * layout.minutes
+        t0 = time.perf_counter()
+        world = register_world(client, 64, 16, 4, grant=per_payer * 2)
+        setup = time.perf_counter() - t0
+        signed = sign_orders(world, layout, range(warmup + orders), workers=min(2, os.cpu_count() or 1))
+        if kind == "anvil" and args.block_time > 0:
+            rpc(anvil.url, "evm_setIntervalMining", [args.block_time])
+        load = dict(service_pid=service.pid, anvil_pid=chain_pid)
+        run_load(service.port, [post_request(service.port, "/v1/orders", b) for _, b in signed[:warmup]], clients, **load)
+        wait_drained(client, 120)
+        single = signed[warmup:]
+        say(f"[{kind}] intake, single: {len(single)} orders from {clients} clients ...")
+        r = run_load(service.port, [post_request(service.port, "/v1/orders", b) for _, b in single], clients,
+                     timeout=args.phase_timeout, **load)
+        accepted = r.statuses.get(201, 0)
+        drain, drained = wait_drained(client, 300)
+        client.close()
+        service.stop()
+        anchor = anchor_latency(service.database, [oid for oid, _ in single])
+        result = {
+            "kind": kind, "orders": accepted, "statuses": dict(r.statuses), "errors": r.errors, "wall": r.wall,
+            "rate": accepted / r.wall, "p50": pct(r.latencies, 0.50), "p99": pct(r.latencies, 0.99),
+            "service_cores": r.cores(r.service_cpu), "chain_cores": r.cores(r.anvil_cpu), "other_cores": r.others,
+            "drain": drain, "drained": drained, "anchor": anchor, "setup": setup,
+        }
+        say(f"    {result['rate']:,.0f} orders/s, p50 {result['p50'] * 1000:.1f} ms, p99 {result['p99'] * 1000:.1f} ms; "
+            f"accept-to-anchored p50 {anchor['p50']:.2f} s, p99 {anchor['p99']:.2f} s ({anchor['anchored']} of "
+            f"{anchor['orders']} in {anchor['batches']} batches); world registered in {setup:.1f} s")
+        return result
+    finally:
+        if service is not None:
+            service.stop()
+        if anvil is not None:
+            stop_anvil(anvil)
+        if net is not None:
+            N.stop(net)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_network(args: argparse.Namespace) -> dict:
+    orders = args.orders or (300 if args.quick else 5000)
+    clients = args.clients or (8 if args.quick else 32)
+    report = {"machine": machine(), "code": args.code_label or code_label(), "block_time": max(1, args.block_time),
+              "orders": orders, "clients": clients, "busy_before": others_cores(2.0)}
+    report["anvil"] = measure_on("anvil", args, orders, clients)
+    report["clique"] = measure_on("clique", args, orders, clients)
+    return report
+
+
+def network_markdown(report: dict, command: str) -> str:
+    m = report["machine"]
+    rows = []
+    for label, r in (("Anvil (1 node, 1 confirmation)", report["anvil"]),
+                     ("Clique, 4 geth signers (4 URLs, 3 confirmations)", report["clique"])):
+        a = r["anchor"]
+        rows.append(f"| {label} | {r['rate']:,.0f} | {r['p50'] * 1000:.1f} ms / {r['p99'] * 1000:.1f} ms | "
+                    f"{a['p50']:.2f} s / {a['p99']:.2f} s | {a['anchored']:,} of {a['orders']:,} in {a['batches']} batches | "
+                    f"{r['service_cores']:.2f} / {r['chain_cores']:.2f} |")
+    return "\n".join([
+        NETWORK_SECTION,
+        "",
+        f"Command: `{command}`. Code: {report['code']}. Machine: {m.get('cpus', '?')} CPUs, shared; cores busy with other "
+        f"processes just before the start: {report['busy_before']:.2f}. Both chains seal a block every "
+        f"{report['block_time']} s; the same service (default settings but those named), the same world (4 stations, "
+        f"64 volunteers, 16 payers), {report['orders']:,} single orders from {report['clients']} clients after 200 of "
+        "warm-up, Anvil first, then the network. On the network the service's `TIMEBANK_RPC_URL` lists the four "
+        "nodes and `TIMEBANK_CONFIRMATIONS` is 3 (README: confirmations on Clique), so a batch counts as anchored "
+        "two blocks later than on Anvil. \"chain cores\" is Anvil, or the first geth node (the one the service talks to).",
+        "",
+        "| chain | intake orders/s | intake p50 / p99 | accept-to-anchored p50 / p99 | anchored | service / chain cores |",
+        "|---|---:|---|---|---|---|",
+        *rows,
+        "",
+    ])
+
+
+def write_network_section(path: Path, section: str) -> None:
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    start = text.find(NETWORK_SECTION)
+    if start >= 0:
+        end = text.find("\n## ", start + len(NETWORK_SECTION))
+        text = text[:start] + section + ("" if end < 0 else text[end + 1:])
+    else:
+        anchor = text.find("\n## Anchoring gas")
+        text = text[:anchor + 1] + section + "\n" + text[anchor + 1:] if anchor >= 0 else text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
 def verify_figures(bundles: list[dict], rpc_url: str, contract: str) -> dict:
     from scripts.verify_proof import verify_bundle
 
@@ -1193,10 +1328,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy run")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (database, logs, raw profile)")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as Markdown here (e.g. docs/BENCHMARKS.md)")
+    parser.add_argument("--network", action="store_true",
+                        help="single intake and accept-to-anchored on Anvil and on the four-node Clique network (make geth)")
     args = parser.parse_args(argv)
     for kv in args.env:
         if "=" not in kv or not kv.startswith("TIMEBANK_"):
             parser.error(f"--env {kv!r}: expected TIMEBANK_NAME=VALUE")
+    if args.network:
+        report = run_network(args)
+        if args.out is not None:
+            command = "python -m scripts.bench " + shlex.join(argv if argv is not None else sys.argv[1:])
+            write_network_section(args.out, network_markdown(report, command.strip()))
+            say(f"wrote the section {NETWORK_SECTION!r} of {args.out}")
+        return 0
     report = run(args)
     report["quick"] = args.quick
     print_summary(report)

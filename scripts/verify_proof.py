@@ -5,7 +5,8 @@ its own Ethereum JSON-RPC endpoint.
     curl -s .../v1/orders/0x.../proof | timebank-verify - --rpc-url URL
 
 It uses the protocol module (`api.protocol`: EIP-712 digest, signature recovery, Merkle leaf and fold)
-and nothing else of the service: no server, database or configuration. The chain is read through a tiny
+and the bundle module (`api.bundles`: the bundle and listing parsed, steps 1 and 2 recomputed), and
+nothing else of the service: no server, database or configuration. The chain is read through a tiny
 JSON-RPC client (five methods) with calldata encoded by eth_abi.
 
 Steps, each recomputing a value and then comparing it (a failure says what it got and what it wanted):
@@ -61,13 +62,14 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_hash.auto import keccak
 
 from api import protocol
+from api.bundles import BATCH_FORMAT, Bundle, Listing, amounts_of, parse_bundle, parse_listing, recompute_inclusion, recompute_signer
 from api.protocol import DELTA_SIZE, Amounts, ProtocolError, unpack_deltas
 
 EXIT_MALFORMED = 6
@@ -227,72 +229,6 @@ def _hex_int(value: Any) -> int:
     return int(value, 16)
 
 
-# ----- the bundle ---------------------------------------------------------------------------------
-
-
-class Batch(NamedTuple):
-    id: int
-    root: bytes
-    count: int
-    tx_hash: bytes
-    block_number: int
-    block_hash: bytes
-
-
-class Bundle(NamedTuple):
-    chain_id: int
-    contract: bytes
-    order: protocol.ServiceOrder
-    signature: bytes
-    digest: bytes
-    station: bytes
-    leaf: bytes
-    proof: list[bytes]
-    batch: Batch
-
-
-def parse_bundle(value: Any) -> Bundle:
-    """Validates every field of a proof bundle (lengths before any hashing). Unknown extra top-level fields
-    are allowed (the service may add fields); the order must be exactly a ServiceOrder."""
-    if not isinstance(value, dict):
-        raise ProtocolError("malformed_bundle", f"bundle: expected a JSON object, got {type(value).__name__}")
-    fields = ("format", "domain", "order", "signature", "digest", "station", "leaf", "proof", "batch")
-    missing = [f for f in fields if f not in value]
-    if missing:
-        raise ProtocolError("malformed_bundle", f"bundle: missing fields {missing}")
-    if value["format"] != protocol.PROOF_FORMAT:
-        raise ProtocolError("malformed_bundle", f"format: got {value['format']!r:.80}, want {protocol.PROOF_FORMAT!r}")
-    chain_id, contract = protocol.parse_domain(value["domain"])
-    order = protocol.ServiceOrder.from_json(value["order"])
-    proof = value["proof"]
-    if not isinstance(proof, list):
-        raise ProtocolError("malformed_bundle", "proof: expected a list of 0x-hex strings")
-    batch = value["batch"]
-    if not isinstance(batch, dict):
-        raise ProtocolError("malformed_bundle", "batch: expected an object")
-    batch_missing = [f for f in ("id", "root", "count", "txHash", "blockNumber", "blockHash") if f not in batch]
-    if batch_missing:
-        raise ProtocolError("malformed_bundle", f"batch: missing fields {batch_missing}")
-    return Bundle(
-        chain_id=chain_id,
-        contract=contract,
-        order=order,
-        signature=protocol.parse_bytes(value["signature"], 65, "signature"),
-        digest=protocol.parse_bytes(value["digest"], 32, "digest"),
-        station=protocol.parse_address(value["station"], "station"),
-        leaf=protocol.parse_bytes(value["leaf"], 32, "leaf"),
-        proof=[protocol.parse_bytes(p, 32, f"proof[{i}]") for i, p in enumerate(proof)],
-        batch=Batch(
-            id=protocol.parse_uint(batch["id"], 64, "batch.id"),
-            root=protocol.parse_bytes(batch["root"], 32, "batch.root"),
-            count=protocol.parse_uint(batch["count"], 32, "batch.count"),
-            tx_hash=protocol.parse_bytes(batch["txHash"], 32, "batch.txHash"),
-            block_number=protocol.parse_uint(batch["blockNumber"], 64, "batch.blockNumber"),
-            block_hash=protocol.parse_bytes(batch["blockHash"], 32, "batch.blockHash"),
-        ),
-    )
-
-
 # ----- the steps ----------------------------------------------------------------------------------
 
 
@@ -316,22 +252,19 @@ def _step0_rpc(report: _Report, rpc: Rpc, b: Bundle, contract: bytes | None) -> 
 
 
 def _step1_signature(report: _Report, b: Bundle) -> bytes:
-    digest = b.order.digest(protocol.domain_separator(b.chain_id, b.contract))
-    report.compare(1, "digest recomputed from domain and order equals bundle.digest", digest, b.digest)
-    try:
-        signer = protocol.recover(digest, b.signature)
-    except ProtocolError as exc:
-        report.fail(1, "signer of the recomputed digest equals bundle.station", exc.message, want=b.station)
+    signed = recompute_signer(b.chain_id, b.contract, b.order, b.signature)
+    report.compare(1, "digest recomputed from domain and order equals bundle.digest", signed.digest, b.digest)
+    if signed.signer is None:
+        report.fail(1, "signer of the recomputed digest equals bundle.station", signed.error, want=b.station)
     else:
-        report.compare(1, "signer of the recomputed digest equals bundle.station", signer, b.station)
-    return digest
+        report.compare(1, "signer of the recomputed digest equals bundle.station", signed.signer, b.station)
+    return signed.digest
 
 
 def _step2_inclusion(report: _Report, b: Bundle, digest: bytes) -> None:
-    leaf = protocol.leaf(digest, b.station)
-    report.compare(2, "leaf recomputed from digest and station equals bundle.leaf", leaf, b.leaf)
-    root = protocol.fold(leaf, b.proof)
-    report.compare(2, f"proof ({len(b.proof)} nodes) folds the leaf to batch.root", root, b.batch.root)
+    included = recompute_inclusion(digest, b.station, b.proof)
+    report.compare(2, "leaf recomputed from digest and station equals bundle.leaf", included.leaf, b.leaf)
+    report.compare(2, f"proof ({len(b.proof)} nodes) folds the leaf to batch.root", included.root, b.batch.root)
 
 
 def _step3_anchor(report: _Report, rpc: Rpc, b: Bundle) -> None:
@@ -450,7 +383,6 @@ def _revocation(rpc: Rpc, b: Bundle) -> str:
 
 # ----- a whole batch (batch mode) ----------------------------------------------------------------
 
-BATCH_FORMAT = "timebank-batch/1"
 ANCHOR_BATCH_SELECTOR = keccak(b"anchorBatch(bytes32,uint32,bytes)")[:4]
 
 BATCH_STEP_NAMES = {
@@ -460,79 +392,6 @@ BATCH_STEP_NAMES = {
     3: "anchored on chain",
     4: "amounts moved",
 }
-
-#: {account: (earned, received, spent)}
-
-
-class ListedOrder(NamedTuple):
-    order: protocol.ServiceOrder
-    signature: bytes
-    digest: bytes
-    station: bytes
-    leaf: bytes
-
-
-class Listing(NamedTuple):
-    chain_id: int
-    contract: bytes
-    batch: Batch
-    orders: list[ListedOrder]
-    amounts: Amounts
-
-
-def parse_listing(value: Any) -> Listing:
-    """Validates a batch listing (`GET /v1/batches/{id}`, format `timebank-batch/1`) before any hashing."""
-    if not isinstance(value, dict):
-        raise ProtocolError("malformed_listing", f"listing: expected a JSON object, got {type(value).__name__}")
-    fields = ("format", "domain", "id", "root", "count", "txHash", "blockNumber", "blockHash", "orders", "amounts")
-    missing = [f for f in fields if f not in value]
-    if missing:
-        raise ProtocolError("malformed_listing", f"listing: missing fields {missing}")
-    if value["format"] != BATCH_FORMAT:
-        raise ProtocolError("malformed_listing", f"format: got {value['format']!r:.80}, want {BATCH_FORMAT!r}")
-    chain_id, contract = protocol.parse_domain(value["domain"])
-    if not isinstance(value["orders"], list) or not value["orders"]:
-        raise ProtocolError("malformed_listing", "orders: expected a non-empty list")
-    if not isinstance(value["amounts"], list):
-        raise ProtocolError("malformed_listing", "amounts: expected a list")
-    orders = []
-    for i, item in enumerate(value["orders"]):
-        if not isinstance(item, dict) or not {"order", "signature", "digest", "station", "leaf"} <= item.keys():
-            raise ProtocolError("malformed_listing", f"orders[{i}]: expected order, signature, digest, station, leaf")
-        orders.append(ListedOrder(
-            order=protocol.ServiceOrder.from_json(item["order"]),
-            signature=protocol.parse_bytes(item["signature"], 65, f"orders[{i}].signature"),
-            digest=protocol.parse_bytes(item["digest"], 32, f"orders[{i}].digest"),
-            station=protocol.parse_address(item["station"], f"orders[{i}].station"),
-            leaf=protocol.parse_bytes(item["leaf"], 32, f"orders[{i}].leaf"),
-        ))
-    amounts: Amounts = {}
-    for i, item in enumerate(value["amounts"]):
-        if not isinstance(item, dict) or not {"account", "earned", "received", "spent"} <= item.keys():
-            raise ProtocolError("malformed_listing", f"amounts[{i}]: expected account, earned, received, spent")
-        account = protocol.parse_bytes(item["account"], 32, f"amounts[{i}].account")
-        if account in amounts:
-            raise ProtocolError("malformed_listing", f"amounts[{i}]: account {_show(account)} listed twice")
-        amounts[account] = tuple(protocol.parse_uint(item[k], 32, f"amounts[{i}].{k}") for k in ("earned", "received", "spent"))
-    return Listing(
-        chain_id=chain_id,
-        contract=contract,
-        batch=Batch(
-            id=protocol.parse_uint(value["id"], 64, "id"),
-            root=protocol.parse_bytes(value["root"], 32, "root"),
-            count=protocol.parse_uint(value["count"], 32, "count"),
-            tx_hash=protocol.parse_bytes(value["txHash"], 32, "txHash"),
-            block_number=protocol.parse_uint(value["blockNumber"], 64, "blockNumber"),
-            block_hash=protocol.parse_bytes(value["blockHash"], 32, "blockHash"),
-        ),
-        orders=orders,
-        amounts=amounts,
-    )
-
-
-def amounts_of_orders(orders: Iterable[protocol.ServiceOrder]) -> Amounts:
-    """The minutes a batch of orders justifies moving, per account (`protocol.amounts`)."""
-    return protocol.amounts((o.volunteer, o.payer, o.serviceType, o.minutes) for o in orders)
 
 
 def decode_anchor_call(calldata: bytes) -> tuple[bytes, int, bytes]:
@@ -588,25 +447,22 @@ def calldata_checks(orders: Sequence[protocol.ServiceOrder], root: bytes, callda
         Check(4, "calldata root equals the recomputed root", got_root == root, _show(got_root), _show(root)),
         Check(4, "calldata count equals the number of orders", got_count == len(orders), str(got_count), str(len(orders))),
     ]
-    return checks + compare_amounts(amounts_of_orders(orders), moved)
+    return checks + compare_amounts(amounts_of(orders), moved)
 
 
 def _batch_step1(report: _Report, listing: Listing) -> list[bytes]:
-    separator = protocol.domain_separator(listing.chain_id, listing.contract)
     digests, bad = [], 0
     for i, item in enumerate(listing.orders):
-        digest = item.order.digest(separator)
+        digest, signer, error = recompute_signer(listing.chain_id, listing.contract, item.order, item.signature)
         digests.append(digest)
         where = f"orders[{i}] {_show(item.order.orderId)}"
         if digest != item.digest:
             bad += 1
             report.fail(1, f"{where}: digest recomputed from domain and order equals its digest",
                         f"got {_show(digest)}, want {_show(item.digest)}", got=digest, want=item.digest)
-        try:
-            signer = protocol.recover(digest, item.signature)
-        except ProtocolError as exc:
+        if signer is None:
             bad += 1
-            report.fail(1, f"{where}: signer of the recomputed digest equals its station", exc.message, want=item.station)
+            report.fail(1, f"{where}: signer of the recomputed digest equals its station", error, want=item.station)
             continue
         if signer != item.station:
             bad += 1
@@ -674,7 +530,7 @@ def _batch_step3(report: _Report, rpc: Rpc, listing: Listing, root: bytes) -> No
 def _batch_step4(report: _Report, rpc: Rpc, listing: Listing, root: bytes) -> None:
     b = listing.batch
     orders = [item.order for item in listing.orders]
-    justified = amounts_of_orders(orders)
+    justified = amounts_of(orders)
     listed = listing.amounts
     listed_checks = compare_amounts(justified, listed)
     for check in listed_checks:

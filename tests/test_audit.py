@@ -21,14 +21,14 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from api import protocol as P
-from api.audit import BATCH_FORMAT, CREDIT_FORMAT, STATS_COLUMNS
+from api.audit import CREDIT_FORMAT, STATS_COLUMNS
+from api.bundles import BATCH_FORMAT, amounts_of
 from api.auth import sign_headers
 from api.protocol import pack_amounts, unpack_deltas
 from scripts import audit_sweep
 from scripts.verify_proof import (
     EXIT_MALFORMED,
     EXIT_USAGE,
-    amounts_of_orders,
     calldata_checks,
     compare_amounts,
     main as verify_main,
@@ -114,7 +114,7 @@ def test_batch_listing_holds_every_order_and_the_amounts(api, world, batch_of_th
     leaves = [P.parse_bytes(item["leaf"], 32, "leaf") for item in listing["orders"]]
     assert P.to_hex(P.MerkleTree(leaves).root) == listing["root"]
     orders = [P.ServiceOrder.from_json(item["order"]) for item in listing["orders"]]
-    want = {P.to_hex(a): {"earned": e, "received": r, "spent": s} for a, (e, r, s) in amounts_of_orders(orders).items()}
+    want = {P.to_hex(a): {"earned": e, "received": r, "spent": s} for a, (e, r, s) in amounts_of(orders).items()}
     assert {a.pop("account"): a for a in copy.deepcopy(listing["amounts"])} == want
     assert {b["order"]["orderId"] for b in bodies} <= ids  # committed together, so batched together
     assert want[bodies[0]["order"]["volunteer"]] == {"earned": 60, "received": 20, "spent": 0}  # the transfer: received
@@ -188,11 +188,11 @@ def test_relayer_moving_minutes_no_order_justifies_is_caught(w3, bank, chain_sna
                 for o, s, d, st, leaf in zip(orders, batch.signatures, batch.digests, batch.stations, batch.leaves)
             ],
             "amounts": [{"account": P.to_hex(a), "earned": e, "received": r, "spent": s}
-                        for a, (e, r, s) in amounts_of_orders(orders).items()],
+                        for a, (e, r, s) in amounts_of(orders).items()],
         }
 
     orders = [C.make_order(district=district, volunteer=volunteer, payer=recipient, minutes=m) for m in (30, 45)]
-    honest = amounts_of_orders(orders)
+    honest = amounts_of(orders)
     inflated = {**honest, volunteer: (honest[volunteer][0] + 600, 0, 0)}
     forged = C.build_batch(bank, orders, station_key, deltas=pack_amounts(inflated))
     _, receipt = C.anchor(bank, forged)  # sent from bank.relayer: Anvil's 2nd development key
@@ -227,7 +227,7 @@ def test_comparison_of_orders_and_calldata():
         C.make_order(district=320102, volunteer=a, payer=c, minutes=15),
         C.make_order(district=320102, volunteer=d, payer=a, minutes=20, service_type=100),
     ]
-    amounts = amounts_of_orders(orders)
+    amounts = amounts_of(orders)
     assert amounts == {a: (45, 0, 20), b: (0, 0, 30), c: (0, 0, 15), d: (0, 20, 0)}
     root = secrets.token_bytes(32)
 

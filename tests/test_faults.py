@@ -40,7 +40,7 @@ from web3 import Web3
 
 from api import protocol as P
 from api.auth import sign_headers
-from scripts.chain import DEV_KEYS, free_port, start_anvil, stop_anvil
+from scripts.chain import DEV_KEYS, free_port, snapshot_dir, snapshots, start_anvil, stop_anvil
 from scripts.compile import load_artifact
 from scripts.deploy import deploy
 from scripts.verify_proof import verify_bundle
@@ -74,7 +74,17 @@ class OwnChain(SimpleNamespace):
         return self.contract.functions.batchIdOfRoot(bytes.fromhex(root[2:])).call()
 
     def stop(self) -> None:
-        stop_anvil(self.handle)  # SIGTERM: Anvil writes state.json on its way out
+        stop_anvil(self.handle)  # a last snapshot, then SIGTERM
+
+    def keep_state(self, path: Path) -> None:
+        """Copies the newest snapshot (the chain is stopped) to `path`."""
+        shutil.copyfile(snapshots(self.state_dir)[0], path)
+
+    def put_back_state(self, path: Path) -> None:
+        """Makes the snapshot at `path` the only one (the chain is stopped): the next start loads it."""
+        for old in snapshots(self.state_dir):
+            old.unlink()
+        shutil.copyfile(path, snapshot_dir(self.state_dir) / "state-00000001.json")
 
     def start(self) -> None:
         self.handle = start_anvil(self.handle.port, self.state_dir, block_time=0)
@@ -141,7 +151,10 @@ def anchored_on_chain(chain: OwnChain, proc: ServiceProcess, order_ids: list[str
             return None
         views[order_id] = view
     for batch_id in {v["batchId"] for v in views.values()}:
-        proof = proc.client.get(f"/v1/orders/{next(o for o, v in views.items() if v['batchId'] == batch_id)}/proof").json()
+        response = proc.client.get(f"/v1/orders/{next(o for o, v in views.items() if v['batchId'] == batch_id)}/proof")
+        if response.status_code != 200:  # anchored again meanwhile (a chain reset between the two reads)
+            return None
+        proof = response.json()
         if chain.contract.functions.getBatch(batch_id).call()[0] != bytes.fromhex(proof["batch"]["root"][2:]):
             return None
     return views
@@ -209,7 +222,7 @@ def test_chain_restarted_from_an_older_state_anchors_the_lost_batch_again(tmp_pa
     views_a = wait_until(lambda: anchored_on_chain(chain, proc, batch_a), 30, "batch A anchored", proc)
     chain.stop()
     older = tmp_path / "older-state.json"
-    shutil.copyfile(chain.state_dir / "state.json", older)
+    chain.keep_state(older)
     chain.start()
     assert chain.batch_count() == batches_before + len({v["batchId"] for v in views_a.values()})
     batches_after_a = chain.batch_count()
@@ -232,7 +245,7 @@ def test_chain_restarted_from_an_older_state_anchors_the_lost_batch_again(tmp_pa
         proc.stop()
     try:
         chain.stop()
-        shutil.copyfile(older, chain.state_dir / "state.json")
+        chain.put_back_state(older)
         chain.start()
         assert chain.w3.eth.block_number == head_a
         assert chain.batch_count() == batches_after_a
@@ -276,7 +289,7 @@ def test_orders_accepted_on_blocks_later_lost_with_their_accounts_end_rejected(t
 
     chain.stop()
     older = tmp_path / "older-state.json"
-    shutil.copyfile(chain.state_dir / "state.json", older)
+    chain.keep_state(older)
     chain.start()
     head = chain.w3.eth.block_number
     lost_volunteer = w.new_account(1)  # registered on blocks that will be lost
@@ -287,7 +300,7 @@ def test_orders_accepted_on_blocks_later_lost_with_their_accounts_end_rejected(t
     os.kill(proc.pid, signal.SIGSTOP)  # the service waits while the test looks at the older chain
     try:
         chain.stop()
-        shutil.copyfile(older, chain.state_dir / "state.json")
+        chain.put_back_state(older)
         chain.start()
         assert chain.w3.eth.block_number == head
         assert chain.contract.functions.getAccount(bytes.fromhex(lost_volunteer[2:])).call()[2] == 0  # unknown

@@ -1,15 +1,15 @@
 """card check codes and voice recordings
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003_commands
 Create Date: 2026-11-30 13:50:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0003'
-down_revision = '0002'
+revision = '0004'
+down_revision = '0003_commands'
 branch_labels = None
 depends_on = None
 

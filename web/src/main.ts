@@ -1,0 +1,9 @@
+import { createApp } from 'vue'
+import { Button, Cell, CellGroup, Tab, Tabs, Tag } from 'vant'
+import 'vant/lib/index.css'
+import './style.css'
+import App from './App.vue'
+import { router } from './router'
+import { i18n } from './i18n'
+
+createApp(App).use(router).use(i18n).use(Button).use(Cell).use(CellGroup).use(Tab).use(Tabs).use(Tag).mount('#app')

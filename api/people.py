@@ -493,3 +493,64 @@ def monthly_grant_claim(service: Service, kind: str, message: dict[str, Any]) ->
     finally:
         with _claims_lock:
             _claimed.discard(key)
+
+
+# ----- listings (the district console) -------------------------------------------------------------
+
+LIST_MAX_LIMIT = 1000
+
+
+def list_people(service: Service, caller: Caller, *, district: int, kind: int | None, limit: int, offset: int) -> dict[str, Any]:
+    """The persons of a district, by card number (signed request of the district's administrator, the
+    city's, or an auditor of the district or city-wide): card number, account, kind and status (the
+    chain's; 0 until it registers the account), name, category and qualifications. No ID-number hash,
+    phone or address: those stay on the person's own page."""
+    district = _uint(district, 32, "district")
+    if not 1 <= limit <= LIST_MAX_LIMIT or offset < 0:
+        raise ApiError("invalid_request", f"limit: 1 to {LIST_MAX_LIMIT}; offset: 0 or more")
+    if kind is not None and kind not in PERSON_KINDS:
+        raise ApiError("invalid_request", "kind: 1 volunteer, 2 recipient or 3 group")
+    if not _sees_personal_data(caller, district):
+        raise ApiError("forbidden", f"{caller.address} neither administers nor audits district {district}")
+    query = (
+        select(db.Person, db.Account.kind, db.Account.status)
+        .outerjoin(db.Account, db.Account.account == db.Person.account)
+        .where(db.Person.district == district)
+    )
+    if kind is not None:
+        query = query.where(db.Account.kind == kind)
+    with service.reads() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = session.execute(query.order_by(db.Person.card_number).limit(limit).offset(offset)).all()
+    return {
+        "district": district,
+        "total": total,
+        "people": [
+            {
+                "cardNumber": p.card_number,
+                "account": p.account,
+                "district": p.district,
+                "kind": k or 0,
+                "status": st or 0,
+                "name": p.name,
+                "category": p.category,
+                "qualifications": json.loads(p.qualifications),
+            }
+            for p, k, st in rows
+        ],
+    }
+
+
+def list_stations(service: Service, *, district: int | None) -> dict[str, Any]:
+    """The stations the chain registered (the mirror), of one district or all: public, as the chain's are."""
+    query = select(db.Station).order_by(db.Station.district, db.Station.station)
+    if district is not None:
+        query = query.where(db.Station.district == _uint(district, 32, "district"))
+    with service.reads() as session:
+        rows = session.scalars(query).all()
+    return {
+        "stations": [
+            {"station": r.station, "district": r.district, "activeFromBlock": r.active_from, "activeUntilBlock": r.active_until}
+            for r in rows
+        ]
+    }

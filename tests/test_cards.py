@@ -124,3 +124,31 @@ def test_district_names(api, world):
     listed = api.client.get("/v1/districts").json()["districts"]
     assert {"district": 320102, "name": "玄武区", "fullName": "江苏省南京市玄武区"} in listed
     assert {"district": 320104, "name": "秦淮区", "fullName": "江苏省南京市秦淮区"} in listed
+
+
+def test_console_listings(api, world):
+    """The district console's lists: its persons (administrators and auditors of the district) and the
+    stations the chain registered (anyone)."""
+    body = person_body(kind=2, category="60_79_alone")
+    register(api, world, world.admin.key, body)
+    path = f"/v1/people?district={DISTRICT}&limit=1000"
+    listed = request(api, world, world.admin.key, "GET", path)
+    assert listed.status_code == 200, listed.text
+    mine = [p for p in listed.json()["people"] if p["cardNumber"] == body["cardNumber"]]
+    assert mine == [{"cardNumber": body["cardNumber"], "account": P.to_hex(P.account_id(body["cardNumber"])), "district": DISTRICT,
+                     "kind": 2, "status": 0, "name": "王秀英", "category": "60_79_alone", "qualifications": []}]
+    assert listed.json()["total"] >= 1 and all(p["district"] == DISTRICT for p in listed.json()["people"])
+    cards_listed = [p["cardNumber"] for p in listed.json()["people"]]
+    assert cards_listed == sorted(cards_listed)
+    volunteers = request(api, world, world.city.key, "GET", f"/v1/people?district={DISTRICT}&kind=1&limit=1000").json()["people"]
+    assert all(p["kind"] == 1 for p in volunteers) and body["cardNumber"] not in [p["cardNumber"] for p in volunteers]
+    error_of(request(api, world, world.other_admin.key, "GET", path), 403, "forbidden")
+    error_of(request(api, world, None, "GET", path), 401, "unauthenticated")
+    error_of(request(api, world, world.admin.key, "GET", f"/v1/people?district={DISTRICT}&kind=4"), 400, "invalid_request")
+
+    stations = api.client.get(f"/v1/stations?district={DISTRICT}").json()["stations"]
+    assert {"station": world.terminal.address.lower(), "district": DISTRICT} in [
+        {"station": s["station"].lower(), "district": s["district"]} for s in stations]
+    assert all(s["district"] == DISTRICT and s["activeFromBlock"] > 0 for s in stations)
+    everywhere = api.client.get("/v1/stations").json()["stations"]
+    assert {s["district"] for s in everywhere} >= {DISTRICT, 320104}

@@ -160,6 +160,54 @@ async def register_person(s: ServiceDep, who: SignedCaller, body: JsonBody):
     return await run_in_threadpool(people.register_person, s, who, body)
 
 
+class ListedPerson(BaseModel):
+    cardNumber: str
+    account: str
+    district: int
+    kind: int
+    status: int
+    name: str
+    category: str | None
+    qualifications: list[str]
+
+
+class PeopleOut(BaseModel):
+    district: int
+    total: int
+    people: list[ListedPerson]
+
+
+class StationOut(BaseModel):
+    station: str
+    district: int
+    activeFromBlock: int
+    activeUntilBlock: int = Field(description="0: still active")
+
+
+class StationsOut(BaseModel):
+    stations: list[StationOut]
+
+
+@router.get("/people", response_model=PeopleOut, responses=ERRORS)
+async def list_people(
+    s: ServiceDep,
+    who: SignedCaller,
+    district: int,
+    kind: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=people.LIST_MAX_LIMIT)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    """The persons of a district by card number, with their account, kind, status, name, category and
+    qualifications (signed request of the district's administrator, the city's, or an auditor of it)."""
+    return await run_in_threadpool(people.list_people, s, who, district=district, kind=kind, limit=limit, offset=offset)
+
+
+@router.get("/stations", response_model=StationsOut, responses=ERRORS, tags=["service"])
+async def list_stations(s: ServiceDep, district: int | None = None):
+    """The stations registered on chain (of one district, or all), as the service's mirror holds them."""
+    return await run_in_threadpool(people.list_stations, s, district=district)
+
+
 @router.get("/people/{card_number}", response_model=PersonOut, response_model_exclude_unset=True, responses=ERRORS)
 async def get_person(card_number: str, s: ServiceDep, who: OptionalCaller):
     """A person by card number, for a signed request of an administrator or auditor: personal data for

@@ -34,7 +34,7 @@ node_modules/.installed: package.json package-lock.json
 
 # The pages (web/): npm ci from web/'s own lock (quiet), then a Vite build into web/dist, which the service
 # serves; rebuilt only when a source is newer than the build. No Node process at run time.
-WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json
+WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json
 web/node_modules/.installed: web/package.json web/package-lock.json
 	@echo "installing npm packages into web/node_modules"
 	@$(call quietly,cd web && npm ci --no-audit --no-fund --loglevel=error)

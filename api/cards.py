@@ -27,6 +27,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from . import db, names
+from .accounts import account_view
 from .errors import ApiError
 from .people import account_of, parse_card_number
 
@@ -173,7 +174,7 @@ def lookup(service: Service, body: Any, *, client: str) -> dict[str, Any]:
         "pendingDebitMinutes": 0,
     }
     if mirror is not None and mirror.status != 0:
-        held = service.account_view(bytes.fromhex(account[2:]))
+        held = account_view(service, bytes.fromhex(account[2:]))
         view.update({k: held[k] for k in ("kind", "status", "balanceMinutes", "earnedMinutes", "starLevel", "pendingDebitMinutes")})
     return view
 

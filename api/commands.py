@@ -1,4 +1,9 @@
-"""Relayed administrative commands, kept so that a chain that lost blocks gets them back.
+"""Administrative commands (PROTOCOL.md section 4): checked, relayed to the contract with the monthly-grant
+hook (api/people.py), and kept so that a chain that lost blocks gets them back.
+
+`Commands.relay` recovers the signer, refuses the city-only commands of anyone else, simulates the call
+against the chain (the contract checks the role and the nonce; its custom error becomes the answer's
+code, `chain.CONTRACT_ERRORS`), sends it and answers once it is mined and the mirror has applied it.
 
 Every command the service relays is recorded with its signed message and its transaction, in the commit
 that records the transaction. When the follower finds that the chain lost blocks (a node restored from an
@@ -19,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 
-from . import db
-from .chain import BroadcastRefused, ChainUnavailable, ContractRevert
+from . import bundles, db, people, protocol
+from .chain import BroadcastRefused, Call, ChainUnavailable, ContractRevert
 from .errors import ApiError
 
 if TYPE_CHECKING:
@@ -30,6 +35,10 @@ log = logging.getLogger(__name__)
 
 RELAYED, RESENDING, LOST = "relayed", "resending", "lost"
 LISTED_IN_HEALTH = 20
+
+
+def _bytes(hex_value: str) -> bytes:
+    return bytes.fromhex(hex_value[2:])
 
 
 class Commands:
@@ -63,6 +72,89 @@ class Commands:
         with self.service.sessions() as session, session.begin():
             session.execute(update(db.Command).where(db.Command.tx_hash == tx_hash).values(acknowledged=True))
 
+    def relay(self, body: Any) -> dict[str, Any]:
+        """Checks a signed administrative command (signature and role), relays it to the contract, and
+        answers once the chain has mined it and the mirror has applied it."""
+        service = self.service
+        if not isinstance(body, dict) or not {"type", "message", "signature"} <= body.keys():
+            raise ApiError("invalid_request", "expected an object with type, message and signature")
+        kind = body["type"]
+        if not isinstance(kind, str) or kind not in protocol.COMMAND_FUNCTIONS:
+            raise ApiError("unknown_type", f"unknown command type {str(kind)[:40]!r}")
+        try:
+            message = protocol.parse_message(kind, body["message"])
+            signature = protocol.parse_bytes(body["signature"], 65, "signature")
+            signer = protocol.to_hex(protocol.recover(protocol.typed_digest(service.separator, kind, message), signature))
+        except protocol.ProtocolError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        call = self.command_call(kind, message, signer, signature)
+        # a monthly grant (api/people.py) is refused when the period's grant is recorded, and recorded after
+        with people.monthly_grant_claim(service, kind, message) as claim:
+            answer = self._relay(kind, call, message, signature, signer)
+            claim.record(answer["txHash"])
+        return answer
+
+    def command_call(self, kind: str, message: dict[str, Any], signer: str, signature: bytes) -> Call:
+        """The contract call of a checked command (raises `ApiError` when it cannot be made)."""
+        args = self._command_args(kind, message, signer)
+        return self.service.chain.command(kind, args[0], signature, *args[1:])
+
+    def _relay(self, kind: str, call: Call, message: dict[str, Any], signature: bytes, signer: str) -> dict[str, Any]:
+        """Simulates, sends and waits for a checked command's transaction, then for the mirror to apply it.
+        The command is recorded with its transaction, so a chain rollback cannot lose it."""
+        service = self.service
+        try:
+            gas = service.sender.simulate(call)
+        except ContractRevert as revert:
+            if revert.name == "TimeBankUnauthorized":
+                district = revert.args_by_name.get("district")
+                raise ApiError("unauthorized", f"{signer} is not the administrator of district {district}") from None
+            raise ApiError(revert.code, f"the contract refused: {revert}") from None
+        except ChainUnavailable:
+            raise ApiError("chain_unavailable") from None
+        try:
+            with service.sessions() as session:
+                row = service.sender.record(session, call, f"command:{kind}", int(gas * 1.3) + 20_000)
+                try:
+                    self.record(session, kind, message, signature, signer, row)
+                    session.commit()
+                except BaseException:
+                    service.sender.abandoned()
+                    raise
+            service.sender.committed(row)
+            receipt = service.sender.wait(row.tx_hash, service.settings.tx_timeout_seconds)
+        except ChainUnavailable:
+            raise ApiError("chain_unavailable") from None
+        except BroadcastRefused as exc:
+            raise ApiError("chain_refused", str(exc)[:300]) from None
+        except TimeoutError:
+            raise ApiError("chain_timeout", f"transaction {row.tx_hash} not mined yet") from None
+        if receipt["status"] != 1:
+            raise ApiError("command_refused", f"transaction {row.tx_hash} reverted")
+        self.acknowledged(row.tx_hash)
+        followed = service.follower.wait_followed(receipt["blockNumber"] + service.settings.confirmations - 1, service.settings.tx_timeout_seconds)
+        return {
+            "txHash": row.tx_hash,
+            "blockNumber": receipt["blockNumber"],
+            "signer": signer,
+            "type": kind,
+            "applied": followed,
+        }
+
+    def _command_args(self, kind: str, m: dict[str, Any], signer: str) -> list[Any]:
+        """The contract call's arguments (the struct first; the signature goes second). The city-only
+        commands are refused here; a district's role is checked by simulating the call against the
+        chain itself (the mirror may be a block behind)."""
+        if kind in ("RegisterDistrict", "RegisterAuditor") and signer != self.service.city_admin:
+            raise ApiError("unauthorized", f"{signer} is not the city administrator")
+        struct = tuple((_bytes(m[f]) if isinstance(m[f], str) else m[f]) for f, _ in protocol.TYPES[kind])
+        if kind == "RevokeOrder":
+            row, batch, tree = self.service.anchored_order(m["orderId"])
+            order = protocol.ServiceOrder.from_json(bundles.order_json(row))
+            proof = bundles.proof_path(tree, row.leaf_index)
+            return [struct, order.as_tuple(), _bytes(row.station), batch.chain_batch_id, proof]
+        return [struct]
+
     # ----- after the chain lost blocks ------------------------------------------------------------
 
     def chain_lost_blocks(self) -> None:
@@ -85,14 +177,9 @@ class Commands:
                 break  # this block is still the chain's, and so are the ones before it
             if receipt is None:
                 lost.append(command_id)
-        nonce = chain._rpc(lambda: chain.w3.eth.get_transaction_count(sender.account.address, "latest"))
+        nonce = chain.nonce(sender.address)
         with self.service.sessions() as session, session.begin():
-            # what the chain has not mined holds no nonce: a transaction sent now takes the lowest free one
-            session.execute(
-                update(db.Transaction)
-                .where(db.Transaction.sender == sender.address, db.Transaction.status == "mined", db.Transaction.nonce >= nonce)
-                .values(status="dropped")
-            )
+            sender.not_mined_from(session, nonce)
             if lost:
                 session.execute(
                     update(db.Command).where(db.Command.id.in_(lost)).values(status=RESENDING, updated_at=time.time())
@@ -127,14 +214,14 @@ class Commands:
         message = json.loads(command.message)
         signature = bytes.fromhex(command.signature[2:])
         try:
-            call = service.command_call(command.type, message, command.signer, signature)
+            call = self.command_call(command.type, message, command.signer, signature)
         except ApiError as exc:
             if exc.code == "order_not_anchored" and self._order_may_be_anchored(message):
                 return False
             self._lose(command, f"{exc.code}: {exc.message}")
             return True
         try:
-            gas = service.chain.simulate(call, sender.account.address)
+            gas = sender.simulate(call)
         except ContractRevert as revert:
             self._lose(command, f"the contract refuses it now: {revert}")
             return True

@@ -155,6 +155,11 @@ def preferred_language(accept_language: str | None) -> str:
     return best
 
 
+def request_language(request) -> str:
+    """`preferred_language` of a Starlette request's Accept-Language."""
+    return preferred_language(request.headers.get("accept-language"))
+
+
 def messages(code: str, message: str | None = None) -> tuple[str, str]:
     """(English, Chinese) messages of a refusal: the catalogue's, or a specific English message with
     the catalogue's Chinese followed by that detail."""

@@ -6,13 +6,15 @@ events of a block range together with the new cursor, so a restart resumes exact
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, protocol
-from .chain import Chain
+from .chain import Chain, ChainUnavailable
+from .transactions import TxSender
 
 log = logging.getLogger(__name__)
 
@@ -21,16 +23,73 @@ TRANSFER = 100
 
 
 class Follower:
-    def __init__(self, chain: Chain, sessions: sessionmaker, start_block: int, confirmations: int = 1, reads: sessionmaker | None = None):
+    def __init__(
+        self,
+        chain: Chain,
+        sessions: sessionmaker,
+        start_block: int,
+        confirmations: int = 1,
+        reads: sessionmaker | None = None,
+        poll_interval: float = 0.2,
+    ):
         self.chain = chain
         self.sessions = sessions
         self.reads = reads or sessions  # for what only reads: no write lock taken
         self.start_block = start_block
         self.confirmations = confirmations
+        self.poll_interval = poll_interval
+        self.followed = threading.Condition()  # notified after every step
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # called after every step of the loop with the number of blocks it applied
+        self.after_step = lambda applied: None
         # told what a step changed: on_change(accounts=..., balances=..., stations=..., everything=...)
         self.on_change = lambda **changed: None
         # called when the chain lost blocks, before the mirror is rebuilt (lost commands are sent again)
         self.on_reset = lambda: None
+
+    # ----- loop -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def run(self) -> None:
+        """Steps until stopped: at once while there are blocks to apply, else every `poll_interval`."""
+        while not self._stop.is_set():
+            try:
+                applied = self.step()
+            except ChainUnavailable as exc:
+                log.warning("follower: chain unavailable (%s)", exc)
+                applied = 0
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("follower step failed")
+                applied = 0
+                self._stop.wait(1.0)
+            with self.followed:
+                self.followed.notify_all()
+            self.after_step(applied)
+            if not applied:
+                self._stop.wait(self.poll_interval)
+
+    def wait_followed(self, block: int, timeout: float) -> bool:
+        """Waits until the mirror has applied `block`; False after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self.followed:
+            while self.applied_block() < block:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.followed.wait(min(left, 0.5))
+        return True
+
+    # ----- steps ----------------------------------------------------------------------------------
 
     def cursor(self, session: Session) -> db.FollowerState | None:
         return session.get(db.FollowerState, 1)
@@ -93,12 +152,7 @@ class Follower:
         chain no longer knows, so they are anchored again."""
         log.error("chain reset detected at block %s: rebuilding the mirror", state.block_number)
         # transactions mined in the lost blocks are no longer mined: their nonces are free again
-        head = self.chain.block_number()
-        session.execute(
-            update(db.Transaction)
-            .where(db.Transaction.status == "mined", db.Transaction.block_number > head)
-            .values(status="dropped")
-        )
+        TxSender.dropped(session, self.chain.block_number())
         for table in (db.Station, db.District, db.Auditor):
             session.execute(table.__table__.delete())
         # accounts keep their off-chain profile; the chain's part is rebuilt from the events

@@ -8,7 +8,7 @@ kind and status. The ID number itself is never stored: only `salt$sha256(salt �
 
 The order checks read the `accounts` mirror, not this registry: registering or updating a person writes
 the location and `qualified` (held when the volunteer holds any qualification) there, through
-`Service.write_profile`.
+`accounts.write_profile`.
 
 Monthly grants (每月发放). A `Grant` command with reason `GRANT_REASON_MONTHLY` to a registered person is
 a monthly grant: it is refused before it is relayed when the person has no eligibility category
@@ -34,6 +34,7 @@ from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from . import db, names, protocol
+from .accounts import account_view, parse_location, write_profile
 from .errors import ApiError
 
 if TYPE_CHECKING:
@@ -132,8 +133,6 @@ def _uint(value: Any, bits: int, field: str) -> int:
 
 def _fields(body: dict[str, Any], kind: int) -> dict[str, Any]:
     """The person's columns of the given fields of `body`, checked."""
-    from .service import parse_location
-
     out: dict[str, Any] = {}
     if "name" in body:
         out["name"] = _text(body["name"], "name", 200, optional=False)
@@ -239,7 +238,7 @@ def register_person(service: Service, caller: Caller, body: Any) -> dict[str, An
                 person = db.Person(account=account, card_number=card_number, district=district, created_at=now, updated_at=now, **fields)
                 session.add(person)
                 session.flush()
-                _write_profile(service, session, person, district=district, kind=kind)
+                _write_profile(session, person, district=district, kind=kind)
             break
         except IntegrityError:
             if attempt == 2:
@@ -266,15 +265,15 @@ def update_person(service: Service, caller: Caller, card_number: str, body: Any)
         for column, value in _fields(body, kind).items():
             setattr(person, column, value)
         person.updated_at = time.time()
-        _write_profile(service, session, person, district=person.district, kind=kind)
+        _write_profile(session, person, district=person.district, kind=kind)
     service.writer.cache.invalidate(accounts=[account])
     return get_person(service, caller, card_number)
 
 
-def _write_profile(service: Service, session, person: db.Person, *, district: int, kind: int) -> None:
+def _write_profile(session, person: db.Person, *, district: int, kind: int) -> None:
     location = None if person.lat is None else {"lat": person.lat, "lon": person.lon}
     qualified = any(q in QUALIFICATIONS for q in json.loads(person.qualifications))
-    service.write_profile(session, person.account, location=location, qualified=qualified, district=district, kind=kind)
+    write_profile(session, person.account, location=location, qualified=qualified, district=district, kind=kind)
 
 
 def _holds_a_role(caller: Caller | None) -> bool:
@@ -310,7 +309,7 @@ def history(service: Service, account: str, *, limit: int = 100, offset: int = 0
     payer, newest first: status, minutes, service type, times. Nothing about the other parties."""
     if not 1 <= limit <= HISTORY_MAX_LIMIT or offset < 0:
         raise ApiError("invalid_request", f"limit: 1 to {HISTORY_MAX_LIMIT}; offset: 0 or more")
-    view = service.account_view(bytes.fromhex(account[2:]))
+    view = account_view(service, bytes.fromhex(account[2:]))
     mine = or_(db.Order.volunteer == account, db.Order.payer == account)
     with service.reads() as session:
         total = session.scalar(select(func.count()).select_from(db.Order).where(mine))

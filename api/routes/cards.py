@@ -1,5 +1,5 @@
-"""The family look-up by card number and check code (卡片校验码), the check code's re-issue, and the names
-of the districts. The flows are in `api/cards.py` and `api/names.py`."""
+"""The family look-up by card number and check code (卡片校验码), the check code's re-issue, the names
+of the districts and the registered stations. The flows are in `api/cards.py` and `api/names.py`."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from .. import cards, names
+from .. import cards, names, people
 from ..deps import JsonBody, ServiceDep, SignedCaller, inline_schema
+from ..schemas import errors
 
 router = APIRouter(prefix="/v1", tags=["people"])
 
@@ -49,6 +50,17 @@ class DistrictsOut(BaseModel):
     districts: list[DistrictOut]
 
 
+class StationOut(BaseModel):
+    station: str
+    district: int
+    activeFromBlock: int
+    activeUntilBlock: int = Field(description="0: still active")
+
+
+class StationsOut(BaseModel):
+    stations: list[StationOut]
+
+
 def client_of(request: Request) -> str:
     """The client's address, as the connection shows it (behind a reverse proxy: the proxy's; see the
     README on running behind one)."""
@@ -58,6 +70,7 @@ def client_of(request: Request) -> str:
 @router.post(
     "/people/lookup",
     response_model=LookupOut,
+    responses=errors(400, 404, 429),
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": inline_schema(LookupIn)}}, "required": True}},
 )
 async def lookup(request: Request, s: ServiceDep, body: JsonBody):
@@ -67,11 +80,17 @@ async def lookup(request: Request, s: ServiceDep, body: JsonBody):
     return await run_in_threadpool(cards.lookup, s, body, client=client_of(request))
 
 
-@router.post("/people/{card_number}/check-code", response_model=CheckCodeOut)
+@router.post("/people/{card_number}/check-code", response_model=CheckCodeOut, responses=errors(400, 401, 403, 404))
 async def reissue_check_code(card_number: str, s: ServiceDep, who: SignedCaller):
     """A new check code for a lost card (signed request of the administrator of the person's district, or
     the city's); the old one stops working. The code is in this answer only."""
     return await run_in_threadpool(cards.reissue, s, who, card_number)
+
+
+@router.get("/stations", response_model=StationsOut, tags=["service"])
+async def list_stations(s: ServiceDep, district: int | None = None):
+    """The stations registered on chain (of one district, or all), as the service's mirror holds them."""
+    return await run_in_threadpool(people.list_stations, s, district=district)
 
 
 @router.get("/districts", response_model=DistrictsOut, tags=["service"])

@@ -11,24 +11,13 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from .. import cards, certificates, protocol
-from ..deps import JsonBody, ServiceDep
-from ..errors import ApiError
+from ..deps import JsonBody, ServiceDep, hex32
+from ..schemas import errors
 
 router = APIRouter(prefix="/v1", tags=["certificates"])
 
 
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
-
-
+ERRORS = errors(400, 404, 429, 503)
 HOLDER_HEADERS = (
     "With `X-TimeBank-Card` (the card number) and `X-TimeBank-Check-Code` (the card's check code) of the "
     "account's person, the certificate names its holder (`holder {name, cardNumber}`); a wrong pair is "
@@ -85,22 +74,22 @@ class VerificationOut(BaseModel):
 
 
 def _account(value: str) -> bytes:
-    try:
-        return protocol.parse_bytes(value.lower(), 32, "accountId")
-    except protocol.ProtocolError as exc:
-        raise ApiError(exc.code, exc.message) from None
+    return bytes.fromhex(hex32(value, "accountId")[2:])
 
 
-def _issue(s, account: bytes, card: str | None, code: str | None, client: str) -> dict[str, Any]:
+def _issue(s, account: bytes, card: str | None, code: str | None, request: Request) -> dict[str, Any]:
+    client = request.client.host if request.client else "unknown"
     holder = cards.holder(s, account=protocol.to_hex(account), card_number=card, check_code=code, client=client)
     return certificates.build_certificate(s, account=account, holder=holder)
 
 
-def _base_url(s, request: Request) -> str:
-    return s.settings.public_url or str(request.base_url)
-
-
-@router.get("/accounts/{account_id}/certificate", response_model=CertificateOut, response_model_exclude_none=True, responses=ERRORS, description=HOLDER_HEADERS)
+@router.get(
+    "/accounts/{account_id}/certificate",
+    response_model=CertificateOut,
+    response_model_exclude_none=True,
+    responses=ERRORS,
+    description=HOLDER_HEADERS,
+)
 async def get_certificate(
     account_id: str,
     s: ServiceDep,
@@ -110,8 +99,7 @@ async def get_certificate(
 ):
     """The volunteer's service-record certificate in JSON, carrying the proof of every order behind it."""
     account = _account(account_id)
-    client = request.client.host if request.client else "unknown"
-    return await run_in_threadpool(_issue, s, account, x_timebank_card, x_timebank_check_code, client)
+    return await run_in_threadpool(_issue, s, account, x_timebank_card, x_timebank_check_code, request)
 
 
 @router.get(
@@ -131,9 +119,9 @@ async def get_certificate_pdf(
     and a QR code that opens the auditor page with the certificate; the JSON certificate is attached to
     the PDF as certificate.json. The Chinese font is embedded (a subset)."""
     account = _account(account_id)
-    client = request.client.host if request.client else "unknown"
-    certificate = await run_in_threadpool(_issue, s, account, x_timebank_card, x_timebank_check_code, client)
-    pdf = await run_in_threadpool(certificates.render_pdf, certificate, base_url=_base_url(s, request), font=s.settings.cjk_font)
+    certificate = await run_in_threadpool(_issue, s, account, x_timebank_card, x_timebank_check_code, request)
+    base_url = s.settings.public_url or str(request.base_url)
+    pdf = await run_in_threadpool(certificates.render_pdf, certificate, base_url=base_url, font=s.settings.cjk_font)
     return Response(
         pdf,
         media_type="application/pdf",

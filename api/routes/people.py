@@ -1,33 +1,23 @@
-"""People and roles: persons behind accounts, an account's history, group members, monthly grants.
-The flows are in `api/people.py`; these routes parse, authenticate and call them."""
+"""People: the persons behind accounts (personal data only for the roles allowed to see it). The flows
+are in `api/people.py`; these routes parse, authenticate and call them."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from .. import people, protocol
+from .. import people
 from ..auth import Caller
-from ..deps import AccountOut, JsonBody, RawBody, ServiceDep, SignedCaller, inline_schema, signed_caller
-from ..errors import ApiError
+from ..deps import JsonBody, RawBody, ServiceDep, SignedCaller, inline_schema, signed_caller
+from ..schemas import errors
 
-router = APIRouter(prefix="/v1", tags=["people"])
-
-
-class ErrorBody(BaseModel):
-    code: str
-    message: str
+router = APIRouter(prefix="/v1/people", tags=["people"])
 
 
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 422)}
+ERRORS = errors(400, 401, 403, 404, 409, 422)
 
 
 async def optional_caller(request: Request, raw: RawBody) -> Caller | None:
@@ -93,73 +83,6 @@ class PersonOut(BaseModel):
     checkCode: str | None = Field(None, description="the card check code, answered only by the registration (and a re-issue)")
 
 
-class HistoryOrder(BaseModel):
-    orderId: str
-    role: str = Field(description="volunteer or payer")
-    status: str
-    district: int
-    serviceType: int
-    serviceName: str = Field(description="the service type's Chinese name (PROTOCOL.md section 1)")
-    serviceNameEn: str
-    districtName: str | None = Field(description="the GB/T 2260 name of the order's district")
-    minutes: int
-    startTime: int
-    endTime: int
-    acceptedAt: float
-
-
-class HistoryOut(AccountOut):
-    total: int = Field(description="the account's orders as volunteer and as payer, all pages")
-    orders: list[HistoryOrder]
-
-
-class MemberIn(BaseModel):
-    account: str = Field(description="a volunteer's account id")
-
-
-class MembersOut(BaseModel):
-    group: str
-    members: list[str]
-
-
-class PlanPerson(BaseModel):
-    account: str
-    cardNumber: str
-    name: str
-    category: str
-
-
-class PlanOut(BaseModel):
-    district: int
-    period: str
-    currentPeriod: str = Field(description="grants are recorded for the current period (China Standard Time)")
-    reason: int = Field(description="the Grant reason of a monthly grant")
-    persons: list[PlanPerson]
-
-
-def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return {"requestBody": {"content": {"application/json": {"schema": inline_schema(model)}}, "required": True}}
-
-
-def _hex32(value: str, field: str) -> str:
-    try:
-        return protocol.to_hex(protocol.parse_bytes(value.lower(), 32, field))
-    except protocol.ProtocolError as exc:
-        raise ApiError(exc.code, exc.message) from None
-
-
-# ----- persons ------------------------------------------------------------------------------------
-
-
-@router.post(
-    "/people", status_code=201, response_model=PersonOut, response_model_exclude_unset=True, responses=ERRORS, openapi_extra=_body_schema(PersonIn)
-)
-async def register_person(s: ServiceDep, who: SignedCaller, body: JsonBody):
-    """Register a person (signed request of the administrator of the person's district, or the city's).
-    409 `person_exists` for a card number already registered."""
-    return await run_in_threadpool(people.register_person, s, who, body)
-
-
 class ListedPerson(BaseModel):
     cardNumber: str
     account: str
@@ -177,18 +100,23 @@ class PeopleOut(BaseModel):
     people: list[ListedPerson]
 
 
-class StationOut(BaseModel):
-    station: str
-    district: int
-    activeFromBlock: int
-    activeUntilBlock: int = Field(description="0: still active")
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"content": {"application/json": {"schema": inline_schema(model)}}, "required": True}}
 
 
-class StationsOut(BaseModel):
-    stations: list[StationOut]
+# ----- persons ------------------------------------------------------------------------------------
 
 
-@router.get("/people", response_model=PeopleOut, responses=ERRORS)
+@router.post(
+    "", status_code=201, response_model=PersonOut, response_model_exclude_unset=True, responses=ERRORS, openapi_extra=_body_schema(PersonIn)
+)
+async def register_person(s: ServiceDep, who: SignedCaller, body: JsonBody):
+    """Register a person (signed request of the administrator of the person's district, or the city's).
+    409 `person_exists` for a card number already registered."""
+    return await run_in_threadpool(people.register_person, s, who, body)
+
+
+@router.get("", response_model=PeopleOut, responses=ERRORS)
 async def list_people(
     s: ServiceDep,
     who: SignedCaller,
@@ -202,13 +130,7 @@ async def list_people(
     return await run_in_threadpool(people.list_people, s, who, district=district, kind=kind, limit=limit, offset=offset)
 
 
-@router.get("/stations", response_model=StationsOut, responses=ERRORS, tags=["service"])
-async def list_stations(s: ServiceDep, district: int | None = None):
-    """The stations registered on chain (of one district, or all), as the service's mirror holds them."""
-    return await run_in_threadpool(people.list_stations, s, district=district)
-
-
-@router.get("/people/{card_number}", response_model=PersonOut, response_model_exclude_unset=True, responses=ERRORS)
+@router.get("/{card_number}", response_model=PersonOut, response_model_exclude_unset=True, responses=ERRORS)
 async def get_person(card_number: str, s: ServiceDep, who: OptionalCaller):
     """A person by card number, for a signed request of an administrator or auditor: personal data for
     those of the person's district (or the city, or city-wide auditors), the public view (account,
@@ -218,58 +140,9 @@ async def get_person(card_number: str, s: ServiceDep, who: OptionalCaller):
 
 
 @router.patch(
-    "/people/{card_number}", response_model=PersonOut, response_model_exclude_unset=True, responses=ERRORS, openapi_extra=_body_schema(PersonUpdate)
+    "/{card_number}", response_model=PersonOut, response_model_exclude_unset=True, responses=ERRORS, openapi_extra=_body_schema(PersonUpdate)
 )
 async def update_person(card_number: str, s: ServiceDep, who: SignedCaller, body: JsonBody):
     """Change a person's data (signed request of the administrator of the person's district, or the
     city's); `category: null` ends the eligibility for monthly grants."""
     return await run_in_threadpool(people.update_person, s, who, card_number, body)
-
-
-# ----- history ------------------------------------------------------------------------------------
-
-
-@router.get("/accounts/{account_id}/history", response_model=HistoryOut, responses=ERRORS)
-async def get_history(
-    account_id: str,
-    s: ServiceDep,
-    limit: Annotated[int, Query(ge=1, le=people.HISTORY_MAX_LIMIT)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-):
-    """An account's hours, star level and orders as volunteer and as payer (newest first). Anyone may
-    read it by account id; it names no other party."""
-    return await run_in_threadpool(people.history, s, _hex32(account_id, "accountId"), limit=limit, offset=offset)
-
-
-# ----- group volunteers ---------------------------------------------------------------------------
-
-
-@router.get("/groups/{group_id}/members", response_model=MembersOut, responses=ERRORS)
-async def list_members(group_id: str, s: ServiceDep, who: SignedCaller):
-    """The member accounts of a group volunteer (signed request of an administrator or auditor of its district)."""
-    return await run_in_threadpool(people.group_members, s, who, _hex32(group_id, "groupId"))
-
-
-@router.post("/groups/{group_id}/members", response_model=MembersOut, status_code=201, responses=ERRORS, openapi_extra=_body_schema(MemberIn))
-async def add_member(group_id: str, s: ServiceDep, who: SignedCaller, body: JsonBody):
-    """Add a volunteer account to a group (signed request of the administrator of the group's district, or
-    the city's). 201 when added, 200 when it was a member already."""
-    added, members = await run_in_threadpool(people.add_group_member, s, who, _hex32(group_id, "groupId"), body)
-    return JSONResponse(status_code=201 if added else 200, content=MembersOut(**members).model_dump())
-
-
-@router.delete("/groups/{group_id}/members/{member_id}", response_model=MembersOut, responses=ERRORS)
-async def remove_member(group_id: str, member_id: str, s: ServiceDep, who: SignedCaller):
-    """Remove a member from a group (signed request of the administrator of the group's district, or the city's)."""
-    return await run_in_threadpool(people.remove_group_member, s, who, _hex32(group_id, "groupId"), _hex32(member_id, "memberId"))
-
-
-# ----- monthly grants -----------------------------------------------------------------------------
-
-
-@router.get("/grants/monthly", response_model=PlanOut, responses=ERRORS)
-async def monthly_plan(s: ServiceDep, who: SignedCaller, district: int, period: str | None = None):
-    """The eligible recipients of a district with no monthly grant recorded for `period` (YYYY-MM, default
-    the current month): the plan an administrator signs one `Grant` (reason 1) per person for (signed
-    request of the district's administrator, or the city's)."""
-    return await run_in_threadpool(people.monthly_plan, s, who, district=district, period=period)

@@ -8,9 +8,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from .. import protocol, recordings
-from ..deps import ServiceDep, SignedCaller
+from .. import recordings
+from ..deps import ServiceDep, SignedCaller, hex32
 from ..errors import ApiError
+from ..schemas import errors
 
 router = APIRouter(prefix="/v1", tags=["orders"])
 
@@ -20,13 +21,6 @@ class RecordingOut(BaseModel):
     keccak256: str
     bytes: int
     mimeType: str
-
-
-def _order_id(value: str) -> str:
-    try:
-        return protocol.to_hex(protocol.parse_bytes(value.lower(), 32, "orderId"))
-    except protocol.ProtocolError as exc:
-        raise ApiError(exc.code, exc.message) from None
 
 
 async def _read_capped(request: Request, limit: int) -> bytes:
@@ -47,14 +41,14 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     "/orders/{order_id}/recording",
     response_model=RecordingOut,
     status_code=201,
-    responses={200: {"model": RecordingOut, "description": "the same recording again"}},
+    responses={200: {"model": RecordingOut, "description": "the same recording again"}, **errors(400, 404, 413, 422)},
     openapi_extra={"requestBody": {"content": {"audio/*": {"schema": {"type": "string", "format": "binary"}}}, "required": True}},
 )
 async def put_recording(order_id: str, request: Request, s: ServiceDep):
     """Upload the recording of an order's voice confirmation (raw body, `Content-Type` audio/*, at most
     5 MiB). Not signed: taken only when its keccak256 is `details.confirmation.recording.keccak256` of
     the stored order. 201 stored, 200 the same again."""
-    order = _order_id(order_id)
+    order = hex32(order_id, "orderId")
     content = await _read_capped(request, recordings.MAX_RECORDING_BYTES)
     created, view = await run_in_threadpool(recordings.upload, s, order, content, request.headers.get("content-type"))
     return JSONResponse(status_code=201 if created else 200, content=view)
@@ -63,10 +57,10 @@ async def put_recording(order_id: str, request: Request, s: ServiceDep):
 @router.get(
     "/orders/{order_id}/recording",
     response_class=Response,
-    responses={200: {"content": {"audio/*": {}}, "description": "the recording"}},
+    responses={200: {"content": {"audio/*": {}}, "description": "the recording"}, **errors(400, 401, 403, 404)},
 )
 async def get_recording(order_id: str, s: ServiceDep, who: SignedCaller) -> Response:
     """The recording (signed request of an administrator or auditor of the order's district, or the
     city's); 404 when none was uploaded."""
-    content, mime_type = await run_in_threadpool(recordings.download, s, who, _order_id(order_id))
+    content, mime_type = await run_in_threadpool(recordings.download, s, who, hex32(order_id, "orderId"))
     return Response(content, media_type=mime_type, headers={"Cache-Control": "no-store"})

@@ -31,7 +31,7 @@ from sqlalchemy import and_, select
 
 from . import db, protocol
 from .auth import Caller
-from .batcher import pack_deltas
+from .batcher import order_amounts
 from .errors import ApiError
 from .service import Service, batch_json, order_json
 
@@ -129,7 +129,8 @@ def batch_listing(service: Service, batch_id: int) -> dict[str, Any]:
         rows = session.scalars(select(db.Order).where(db.Order.batch_id == batch.id).order_by(db.Order.seq)).all()
     amounts = [
         {"account": protocol.to_hex(account), "earned": e, "received": r, "spent": s}
-        for account, (e, r, s) in protocol.unpack_deltas(pack_deltas(list(rows))).items()
+        for account, (e, r, s) in order_amounts(list(rows)).items()
+        if e or r or s
     ]
     return {
         "format": BATCH_FORMAT,

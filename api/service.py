@@ -301,6 +301,11 @@ class Service:
         struct = tuple((_b(m[f]) if isinstance(m[f], str) else m[f]) for f, _ in protocol.TYPES[kind])
         if kind == "RevokeOrder":
             row, batch, proof = self._anchored(m["orderId"])
+            if row.digest != m["digest"].lower():
+                raise ApiError(
+                    "command_refused",
+                    f"RevokeOrder.digest {m['digest']} is not the digest of order {m['orderId']} ({row.digest})",
+                )
             order = protocol.ServiceOrder.from_json(order_json(row))
             return [struct, order.as_tuple(), _b(row.station), batch.chain_batch_id, proof]
         return [struct]

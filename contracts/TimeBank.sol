@@ -634,9 +634,13 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
         _requireCommitment(batchB, relayerB, anchoredDeltasB);
         bytes32 leafA = _duplicateLeaf(batchA, orderA, stationA, proofA, orderB.orderId);
         bytes32 leafB = _duplicateLeaf(batchB, orderB, stationB, proofB, orderA.orderId);
-        uint256 reversed = batchA == batchB && leafA == leafB
-            ? _reverseTwice(batchA, leafA, orderA, proofA, proofB)
-            : _reverseCopy(batchA, leafA, orderA, 1) + _reverseCopy(batchB, leafB, orderB, 1);
+        uint256 reversed;
+        if (batchA == batchB && leafA == leafB) {
+            reversed = _reverseTwice(batchA, leafA, orderA, proofA, proofB);
+        } else {
+            reversed = _reverseCopy(batchA, leafA, orderA, 1);
+            reversed += _reverseCopy(batchB, leafB, orderB, 1);
+        }
         _endDuplicate(reversed, orderA.orderId, batchB, relayerB);
     }
 
@@ -648,7 +652,7 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
         bytes32[] memory proof,
         bytes32 otherId
     ) private view returns (bytes32 leaf) {
-        if (order.orderId != otherId) revert TimeBankOrderMismatch(otherId, order.orderId);
+        if (order.orderId != otherId) revert TimeBankOrderMismatch(order.orderId, otherId);
         bytes32 root = _batchRoots[batchId];
         if (root == bytes32(0)) revert TimeBankUnknownBatch(batchId);
         leaf = _leaf(hashServiceOrder(order), station);
@@ -884,7 +888,8 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
         for (uint256 i = 0; i < n; ++i) {
             tree[2 * n - 2 - i] = leaves[i];
         }
-        for (uint256 i = n - 1; i-- > 0;) {
+        for (uint256 i = n - 1; i > 0;) {
+            --i;
             tree[i] = Hashes.commutativeKeccak256(tree[2 * i + 1], tree[2 * i + 2]);
         }
         return tree[0];

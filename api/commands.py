@@ -152,6 +152,11 @@ class Commands:
         struct = tuple((_bytes(m[f]) if isinstance(m[f], str) else m[f]) for f, _ in protocol.TYPES[kind])
         if kind == "RevokeOrder":
             row, batch, tree = self.service.anchored_order(m["orderId"])
+            if row.digest != m["digest"].lower():
+                raise ApiError(
+                    "command_refused",
+                    f"RevokeOrder.digest {m['digest']} is not the digest of order {m['orderId']} ({row.digest})",
+                )
             order = protocol.ServiceOrder.from_json(bundles.order_json(row))
             proof = bundles.proof_path(tree, row.leaf_index)
             return [struct, order.as_tuple(), _bytes(row.station), batch.chain_batch_id, proof]

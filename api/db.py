@@ -149,6 +149,8 @@ class Account(Base):
     lat: Mapped[float | None] = mapped_column(Float, nullable=True)
     lon: Mapped[float | None] = mapped_column(Float, nullable=True)
     qualified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the account's index in canonical deltas (PROTOCOL.md section 9), from its AccountRegistered event
+    chain_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
 
 
 class Station(Base):

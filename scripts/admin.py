@@ -197,7 +197,11 @@ def command_message(kind: str, pairs: Sequence[str]) -> dict[str, Any]:
                 message[name] = int(value, 0)
             except ValueError:
                 raise AdminError(f"{name}: not an integer: {value!r}") from None
-        elif kind_of == "bytes32" and name == "account" and not value.startswith("0x"):
+        elif kind_of == "bool":
+            if value.lower() not in ("true", "false"):
+                raise AdminError(f"{name}: expected true or false, got {value!r}")
+            message[name] = value.lower() == "true"
+        elif kind_of == "bytes32" and name in ("account", "payer", "beneficiary") and not value.startswith("0x"):
             message[name] = protocol.to_hex(protocol.account_id(value))
         else:
             message[name] = value.lower()

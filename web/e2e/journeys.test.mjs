@@ -225,3 +225,13 @@ test('axe-core: no serious or critical violation on any page', async () => {
   await page.goto('/')
   await shot('home')
 })
+
+test('/docs renders Swagger UI from the service alone (the browser has no internet)', async () => {
+  const outside = []
+  page.on('request', (r) => !r.url().startsWith(cfg.url) && outside.push(r.url()))
+  await page.goto('/docs')
+  await page.locator('.swagger-ui .info .title').waitFor({ timeout: 30000 })
+  await page.getByText('/v1/orders').first().waitFor()
+  assert.deepEqual(outside, [])
+  await shot('docs')
+})

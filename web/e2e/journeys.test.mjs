@@ -104,6 +104,10 @@ test('a station signs an order with a voice confirmation, submits it, follows it
   })
   state.orderId = await row.getAttribute('data-order')
   assert.match(state.orderId, /^0x[0-9a-f]{64}$/)
+  // the recording itself goes to the service once the order is accepted (when the service takes recordings)
+  const openapi = await (await fetch(`${cfg.url}/openapi.json`)).json()
+  if (Object.keys(openapi.paths).some((p) => p.endsWith('/recording')))
+    await page.locator(`tr[data-order="${state.orderId}"][data-recording="uploaded"]`).waitFor({ timeout: 30000 })
   await shot('station')
   // what was signed: the recording's hash in the details, as the service stored them
   const proof = await (await fetch(`${cfg.url}/v1/orders/${state.orderId}/proof`)).json()

@@ -174,6 +174,12 @@ test('the console revokes the order; the auditor page then shows it revoked at s
   await page.getByLabel('撤销原因').selectOption('1')
   await page.getByRole('button', { name: '撤销', exact: true }).click()
   await page.getByText(/已完成/).waitFor({ timeout: 60000 })
+  // a signed request from the browser (X-TimeBank-* headers): the district's spot-check sample
+  await page.getByRole('tab', { name: '抽查' }).click()
+  await page.getByLabel('样本数').fill('5')
+  await page.getByLabel('随机种子（可选）').fill('7')
+  await page.getByRole('button', { name: '抽取样本' }).click()
+  await page.getByText(/总数 \d+，种子 7/).waitFor({ timeout: 30000 })
   await page.getByRole('tab', { name: '统计' }).click()
   await page.getByRole('button', { name: '查看' }).click()
   await page.getByRole('img', { name: '各站点服务分钟数' }).waitFor()

@@ -171,3 +171,9 @@ def wait_anchored(client: httpx.Client, order_id: str, timeout: float = 30) -> d
         return view if view.get("status") in ("anchored", "rejected") else None
 
     return wait_for(anchored, timeout)
+
+
+def order_digest(client: httpx.Client, order_id: str) -> str:
+    """The EIP-712 digest of a stored order, which a RevokeOrder command names with its id (v1.1)."""
+    response = client.get(f"/v1/orders/{order_id}")
+    return response.json()["digest"] if response.status_code == 200 else "0x" + "00" * 32

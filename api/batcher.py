@@ -247,6 +247,8 @@ class Batcher:
             try:
                 gas = self.sender.simulate(call)
             except ContractRevert as revert:
+                if revert.name == "TimeBankRootAlreadyAnchored" and self._relink(orders, tree):
+                    return True
                 rejected = culprits(revert, orders)
                 if not rejected:
                     log.error("batch refused by the contract: %s", revert)
@@ -257,6 +259,32 @@ class Batcher:
                 continue
             self._record_and_send(orders, tree, deltas, gas)
             return True
+        return True
+
+    def _relink(self, orders: list[db.Order], tree: protocol.MerkleTree) -> bool:
+        """The chain already holds this root: a batch of ours that a chain reset had given up (its orders
+        queued again) whose transaction was mined after all (broadcast before the reset, mined once the
+        nonces before it were filled). The orders go back to that batch, anchored if the follower has
+        seen it already, else when it does. False when the root is not one of our batches."""
+        root = protocol.to_hex(tree.root)
+        with self.sessions() as session, session.begin():
+            batch = session.scalar(select(db.Batch).where(db.Batch.root == root))
+            if batch is None:
+                return False
+            anchored = batch.status == "anchored"
+            session.connection().execute(
+                update(db.Order.__table__)
+                .where(db.Order.__table__.c.seq == bindparam("o_seq"), db.Order.__table__.c.status == "accepted")
+                .values(
+                    batch_id=batch.id,
+                    leaf_index=bindparam("o_leaf"),
+                    status="anchored" if anchored else "accepted",
+                    anchored_at=time.time() if anchored else None,
+                ),
+                [{"o_seq": o.seq, "o_leaf": tree.tree_index[i]} for i, o in enumerate(orders)],
+            )
+        log.warning("batch %s (root %s) was anchored after all: its %d orders are back in it", batch.id, root, len(orders))
+        self.on_change(everything=True)
         return True
 
     def _reject(self, rejected: list[tuple[db.Order, str]]) -> None:

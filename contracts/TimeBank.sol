@@ -504,10 +504,10 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
         (c.digests, c.leaves) = _leavesOf(orders, stations);
         bytes32 computed = _standardRoot(c.leaves);
         if (computed != c.root) revert TimeBankRootMismatch(batchId, c.root, computed);
+        c.anchored = _readAnchored(anchoredDeltas);
         _judge(c, orders, stations, signatures);
-        c.amountsDiffer = keccak256(_packEntries(c.canonical)) != keccak256(anchoredDeltas);
         if (c.faultCount == 0 && !c.amountsDiffer) revert TimeBankNoFault(batchId);
-        _correct(c, relayer, anchoredDeltas, orders);
+        _correct(c, relayer, orders);
     }
 
     /// @dev What `challengeBatch` works out about a batch before it corrects anything.
@@ -520,8 +520,11 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
         bytes32[] leaves;
         uint8[] faults; // per order: 0 valid, else the fault's reason (+100 when reversed before)
         uint256 faultCount;
-        uint256[] canonical; // merged entries of the orders that count (`_entries` layout)
-        bool amountsDiffer;
+        uint256[] anchored; // the anchored entries, ascending by index, as words of the `_entries` layout
+        uint256[] sums; // per anchored entry: the orders that count, summed (`_entries` layout)
+        uint256[] extra; // entries of the orders that count whose account has no anchored entry
+        uint256 extraCount;
+        bool amountsDiffer; // the canonical deltas of the orders that count are not the anchored ones
     }
 
     function _openChallenge(uint64 batchId, address relayer, bytes calldata anchoredDeltas)
@@ -542,12 +545,14 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
         view
         returns (bytes32[] memory digests, bytes32[] memory leaves)
     {
-        uint256 n = orders.length;
-        digests = new bytes32[](n);
-        leaves = new bytes32[](n);
-        for (uint256 i = 0; i < n; ++i) {
-            digests[i] = hashServiceOrder(orders[i]);
-            leaves[i] = _leaf(digests[i], stations[i]);
+        unchecked {
+            uint256 n = orders.length;
+            digests = new bytes32[](n);
+            leaves = new bytes32[](n);
+            for (uint256 i = 0; i < n; ++i) {
+                digests[i] = hashServiceOrder(orders[i]);
+                leaves[i] = _leaf(digests[i], stations[i]);
+            }
         }
     }
 
@@ -559,33 +564,83 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
         address[] calldata stations,
         bytes[] calldata signatures
     ) private view {
-        c.faults = new uint8[](orders.length);
-        for (uint256 i = 0; i < orders.length; ++i) {
-            c.faults[i] = _orderFault(orders[i], stations[i], signatures[i], c.digests[i], c.atBlock);
-        }
-        _sumCounted(c, orders);
-    }
-
-    function _sumCounted(Challenge memory c, ServiceOrder[] calldata orders) private view {
-        uint256 n = orders.length;
-        uint256[] memory entries = new uint256[](2 * n);
-        uint256 counted;
-        for (uint256 i = 0; i < n; ++i) {
-            uint8 fault = c.faults[i];
-            if (fault != 0) {
-                ++c.faultCount;
-                if (_reversals[_copyKey(c.batchId, c.leaves[i])] == 0) continue;
-                c.faults[i] = fault + 100; // reversed before: counted, and not reversed again
+        unchecked {
+            c.faults = new uint8[](orders.length);
+            for (uint256 i = 0; i < orders.length; ++i) {
+                c.faults[i] = _orderFault(orders[i], stations[i], signatures[i], c.digests[i], c.atBlock);
             }
-            (entries[counted], entries[counted + 1]) = _entries(orders[i]);
-            counted += 2;
+            _sumCounted(c, orders);
         }
-        c.canonical = _mergeEntries(entries, counted);
     }
 
-    function _correct(Challenge memory c, address relayer, bytes calldata anchoredDeltas, ServiceOrder[] calldata orders)
-        private
-    {
+    /// @dev Adds each counted order's two entries to the anchored entry of its account (found by binary
+    /// search: anchored deltas are canonical, so ascending by index) or, when there is none, to `extra`;
+    /// then whether the canonical deltas of the counted orders differ from the anchored ones.
+    function _sumCounted(Challenge memory c, ServiceOrder[] calldata orders) private view {
+        unchecked {
+            uint256 n = orders.length;
+            uint256 m = c.anchored.length;
+            c.sums = new uint256[](m);
+            for (uint256 p = 0; p < m; ++p) {
+                c.sums[p] = (c.anchored[p] >> 192) << 192;
+            }
+            c.extra = new uint256[](2 * n);
+            for (uint256 i = 0; i < n; ++i) {
+                uint8 fault = c.faults[i];
+                if (fault != 0) {
+                    ++c.faultCount;
+                    if (_reversals[_copyKey(c.batchId, c.leaves[i])] == 0) continue;
+                    c.faults[i] = fault + 100; // reversed before: counted, and not reversed again
+                }
+                (uint256 volunteer, uint256 payer) = _entries(orders[i]);
+                _place(c, volunteer);
+                _place(c, payer);
+            }
+            for (uint256 p = 0; p < m; ++p) {
+                if (c.sums[p] != c.anchored[p]) c.amountsDiffer = true;
+            }
+            for (uint256 k = 0; k < c.extraCount; ++k) {
+                if (c.extra[k] << 64 != 0) c.amountsDiffer = true; // amounts of an account not anchored
+            }
+        }
+    }
+
+    function _place(Challenge memory c, uint256 entry) private pure {
+        unchecked {
+            uint256 index = entry >> 192;
+            uint256 lo = 0;
+            uint256 hi = c.anchored.length;
+            while (lo < hi) {
+                uint256 mid = (lo + hi) >> 1;
+                uint256 at = c.anchored[mid] >> 192;
+                if (at == index) {
+                    c.sums[mid] += entry & ((1 << 192) - 1);
+                    return;
+                }
+                if (at < index) lo = mid + 1;
+                else hi = mid;
+            }
+            c.extra[c.extraCount++] = entry;
+        }
+    }
+
+    /// @dev Anchored canonical deltas as words of the `_entries` layout.
+    function _readAnchored(bytes calldata deltas) private pure returns (uint256[] memory words) {
+        unchecked {
+            uint256 m = deltas.length / DELTA_SIZE;
+            words = new uint256[](m);
+            for (uint256 p = 0; p < m; ++p) {
+                uint256 entry;
+                assembly ("memory-safe") {
+                    entry := shr(128, calldataload(add(deltas.offset, mul(p, 16))))
+                }
+                words[p] = ((entry >> 96) << 192) | (((entry >> 64) & type(uint32).max) << 128)
+                    | (((entry >> 32) & type(uint32).max) << 64) | (entry & type(uint32).max);
+            }
+        }
+    }
+
+    function _correct(Challenge memory c, address relayer, ServiceOrder[] calldata orders) private {
         _batchRecords[c.batchId].challenged = true;
         for (uint256 i = 0; i < orders.length; ++i) {
             uint8 fault = c.faults[i];
@@ -601,7 +656,7 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
             emit BatchChallenged(c.batchId, relayer, fault, orderId);
         }
         if (c.amountsDiffer) {
-            _moveDifference(c.canonical, anchoredDeltas);
+            _moveDifference(c);
             emit BatchChallenged(c.batchId, relayer, FAULT_AMOUNTS, bytes32(0));
         }
         _revokeRole(RELAYER_ROLE, relayer);
@@ -713,7 +768,9 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
         bytes32 digest,
         uint64 atBlock
     ) private view returns (uint8) {
-        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
+        if (signature.length != 65) return FAULT_SIGNATURE;
+        (address signer, ECDSA.RecoverError err,) =
+            ECDSA.tryRecover(digest, uint8(signature[64]), bytes32(signature[0:32]), bytes32(signature[32:64]));
         if (err != ECDSA.RecoverError.NoError || signer != station) return FAULT_SIGNATURE;
         Station storage s = _stations[station];
         if (s.district != order.district || s.activeFrom > atBlock || (s.activeUntil != 0 && atBlock >= s.activeUntil))
@@ -724,7 +781,8 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
     }
 
     /// @dev An order's two entries for the canonical sum, as words `index << 192 | earned << 128 |
-    /// received << 64 | spent` (64-bit fields, so sums of many orders never carry into the next field).
+    /// received << 64 | spent` (64-bit fields, so sums of many orders never carry into the next field; an
+    /// amount summed above uint32 can never equal an anchored one).
     function _entries(ServiceOrder calldata order) private view returns (uint256 volunteer, uint256 payer) {
         uint256 m = order.minutes_;
         volunteer = (uint256(_accountIndexes[order.volunteer]) << 192)
@@ -732,111 +790,32 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
         payer = (uint256(_accountIndexes[order.payer]) << 192) | m;
     }
 
-    /// @dev Sorts `entries[0:count]` by index and adds up the entries of each index: the canonical deltas
-    /// of the orders, as words of `_entries`'s layout (all-zero ones kept; `_packEntries` drops them).
-    function _mergeEntries(uint256[] memory entries, uint256 count) private pure returns (uint256[] memory merged) {
-        if (count > 1) _sort(entries, 0, count - 1);
-        merged = new uint256[](count);
-        uint256 k;
-        for (uint256 i = 0; i < count; ++i) {
-            uint256 e = entries[i];
-            if (k != 0 && merged[k - 1] >> 192 == e >> 192) {
-                merged[k - 1] += e & ((1 << 192) - 1);
-            } else {
-                merged[k++] = e;
+    /// @dev Moves every account by the difference between the counted orders' amounts and the anchored ones.
+    function _moveDifference(Challenge memory c) private {
+        unchecked {
+            for (uint256 p = 0; p < c.anchored.length; ++p) {
+                (uint256 want, uint256 got) = (c.sums[p], c.anchored[p]);
+                if (want != got) _adjustBy(want >> 192, _signedFields(want), _signedFields(got));
             }
-        }
-        assembly ("memory-safe") {
-            mstore(merged, k)
-        }
-    }
-
-    /// @dev Quicksort, ascending, in place.
-    function _sort(uint256[] memory a, uint256 lo, uint256 hi) private pure {
-        while (lo < hi) {
-            uint256 pivot = a[lo + (hi - lo) / 2];
-            uint256 i = lo;
-            uint256 j = hi;
-            while (true) {
-                while (a[i] < pivot) ++i;
-                while (a[j] > pivot) --j;
-                if (i >= j) break;
-                (a[i], a[j]) = (a[j], a[i]);
-                ++i;
-                --j;
-            }
-            // a[lo..j] <= pivot <= a[j+1..hi]; recurse into the smaller part, loop on the larger
-            if (j - lo < hi - j) {
-                _sort(a, lo, j);
-                lo = j + 1;
-            } else {
-                _sort(a, j + 1, hi);
-                hi = j;
+            for (uint256 k = 0; k < c.extraCount; ++k) {
+                uint256 entry = c.extra[k];
+                _adjustBy(entry >> 192, _signedFields(entry), [int256(0), int256(0)]);
             }
         }
     }
 
-    /// @dev The 16-byte canonical entries of merged words; all-zero entries dropped. An amount above uint32
-    /// (or an unregistered account, index 0) cannot be anchored, so its entry is packed as it is and never
-    /// equals anchored deltas.
-    function _packEntries(uint256[] memory merged) private pure returns (bytes memory packed) {
-        packed = new bytes(merged.length * 32);
-        uint256 length;
-        for (uint256 i = 0; i < merged.length; ++i) {
-            uint256 w = merged[i];
-            uint256 e = (w >> 128) & type(uint64).max;
-            uint256 r = (w >> 64) & type(uint64).max;
-            uint256 s = w & type(uint64).max;
-            if (e | r | s == 0) continue;
-            uint256 index = w >> 192;
-            if (index == 0 || (e | r | s) > type(uint32).max) {
-                // not expressible as a canonical entry: write the full word, which no 16-byte entry matches
-                assembly ("memory-safe") {
-                    mstore(add(add(packed, 32), length), w)
-                }
-                length += 32;
-                continue;
-            }
-            uint256 entry = (index << 96) | (e << 64) | (r << 32) | s;
-            assembly ("memory-safe") {
-                mstore(add(add(packed, 32), length), shl(128, entry))
-            }
-            length += 16;
-        }
-        assembly ("memory-safe") {
-            mstore(packed, length)
-        }
+    /// @dev [balance change, earned change] of an entry word (`_entries` layout).
+    function _signedFields(uint256 w) private pure returns (int256[2] memory out) {
+        int256 e = int256((w >> 128) & type(uint64).max);
+        out[0] = e + int256((w >> 64) & type(uint64).max) - int256(w & type(uint64).max);
+        out[1] = e;
     }
 
-    /// @dev Moves every account by `canonical - anchored`: both lists ascending by index, walked together.
-    function _moveDifference(uint256[] memory canonical, bytes calldata anchored) private {
-        uint256 i;
-        uint256 j;
-        uint256 entries = anchored.length / DELTA_SIZE;
-        while (i < canonical.length || j < entries) {
-            uint256 ci = i < canonical.length ? canonical[i] >> 192 : type(uint256).max;
-            uint256 aj = j < entries ? uint32(bytes4(anchored[j * DELTA_SIZE:j * DELTA_SIZE + 4])) : type(uint256).max;
-            int256 balanceDelta;
-            int256 earnedDelta;
-            uint256 index;
-            if (ci <= aj) {
-                uint256 w = canonical[i++];
-                int256 e = int256((w >> 128) & type(uint64).max);
-                balanceDelta = e + int256((w >> 64) & type(uint64).max) - int256(w & type(uint64).max);
-                earnedDelta = e;
-                index = ci;
-            }
-            if (aj <= ci) {
-                uint256 at = j++ * DELTA_SIZE;
-                int256 e = int256(uint256(uint32(bytes4(anchored[at + 4:at + 8]))));
-                int256 r = int256(uint256(uint32(bytes4(anchored[at + 8:at + 12]))));
-                int256 s = int256(uint256(uint32(bytes4(anchored[at + 12:at + 16]))));
-                balanceDelta -= e + r - s;
-                earnedDelta -= e;
-                index = aj;
-            }
-            if (index != 0) _adjust(_accounts[uint32(index)], balanceDelta, earnedDelta);
-        }
+    function _adjustBy(uint256 index, int256[2] memory want, int256[2] memory got) private {
+        if (index == 0 || index > type(uint32).max) return; // no account: nothing was moved
+        int256 balanceDelta = want[0] - got[0];
+        int256 earnedDelta = want[1] - got[1];
+        if (balanceDelta != 0 || earnedDelta != 0) _adjust(_accounts[uint32(index)], balanceDelta, earnedDelta);
     }
 
     /// @dev Reverses an order's movement of minutes, as `revokeOrder` does.
@@ -879,20 +858,22 @@ contract TimeBank is ITimeBank, AccessControl, EIP712 {
      * last `n` hold the leaves in reverse, node `i` the sorted-pair hash of nodes `2i + 1` and `2i + 2`.
      */
     function _standardRoot(bytes32[] memory leaves) private pure returns (bytes32) {
-        uint256 n = leaves.length;
-        if (n == 0) revert TimeBankEmptyBatch();
-        for (uint256 i = 1; i < n; ++i) {
-            if (leaves[i] < leaves[i - 1]) revert TimeBankLeavesNotSorted(i);
+        unchecked {
+            uint256 n = leaves.length;
+            if (n == 0) revert TimeBankEmptyBatch();
+            for (uint256 i = 1; i < n; ++i) {
+                if (leaves[i] < leaves[i - 1]) revert TimeBankLeavesNotSorted(i);
+            }
+            bytes32[] memory tree = new bytes32[](2 * n - 1);
+            for (uint256 i = 0; i < n; ++i) {
+                tree[2 * n - 2 - i] = leaves[i];
+            }
+            for (uint256 i = n - 1; i > 0;) {
+                --i;
+                tree[i] = Hashes.commutativeKeccak256(tree[2 * i + 1], tree[2 * i + 2]);
+            }
+            return tree[0];
         }
-        bytes32[] memory tree = new bytes32[](2 * n - 1);
-        for (uint256 i = 0; i < n; ++i) {
-            tree[2 * n - 2 - i] = leaves[i];
-        }
-        for (uint256 i = n - 1; i > 0;) {
-            --i;
-            tree[i] = Hashes.commutativeKeccak256(tree[2 * i + 1], tree[2 * i + 2]);
-        }
-        return tree[0];
     }
     // =====================================================================================================
     // Views (PROTOCOL.md section 8)

@@ -58,7 +58,7 @@ export class TimeBankClient {
     }
     if (opts.signer) {
       const { domain, types } = await this.domain()
-      const host = this.baseUrl ? new URL(this.baseUrl).host : globalThis.location?.host
+      const host = (this.baseUrl ? new URL(this.baseUrl).host : globalThis.location?.host ?? '').toLowerCase()
       Object.assign(headers, await signRequest(opts.signer, domain, { method, path, body: bytes, host }, types))
     }
     let res: Response

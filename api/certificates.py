@@ -26,7 +26,7 @@ from __future__ import annotations
 import io
 import math
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import rfc8785
@@ -36,6 +36,7 @@ from sqlalchemy import select
 from . import bundles, db, protocol
 from .errors import ApiError
 from .service import Service
+from .vocabulary import CHINA_TIME, OrderStatus
 
 CERTIFICATE_FORMAT = "timebank-certificate/1"
 ATTACHMENT_NAME = "certificate.json"
@@ -105,7 +106,7 @@ def order_bundles(service: Service, *, volunteer: str) -> list[dict[str, Any]]:
             select(db.Order.order_id)
             .where(
                 db.Order.volunteer == volunteer,
-                db.Order.status == "anchored",
+                db.Order.status == OrderStatus.ANCHORED,
                 db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
             )
             .order_by(db.Order.start_time, db.Order.order_id)
@@ -308,7 +309,6 @@ def verify_certificate(service: Service, *, body: Any) -> dict[str, Any]:
 
 _CJK_FONT = "STSong-Light"  # a standard Adobe-GB1 CID font: PDF readers supply it, nothing is embedded
 _fonts_registered = False
-CHINA_TIME = timezone(timedelta(hours=8), "UTC+8")
 
 
 def _register_fonts() -> None:

@@ -65,7 +65,7 @@ import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -74,12 +74,13 @@ import httpx
 
 from api import protocol as P
 from api.auth import sign_headers
+from api.vocabulary import CHINA_TIME
 from scripts.admin import AdminClient, Refused, grant_monthly, register_person
 from scripts.chain import DEV_CHAIN_ID, DEV_KEYS, AnvilHandle, free_port, start_anvil, stop_anvil
 from scripts.verify_proof import verify_batch, verify_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
-CST = timezone(timedelta(hours=8))  # China Standard Time: the city's clock
+CST = CHINA_TIME  # the city's clock
 
 # Three districts of Nanjing (GB/T 2260) and a point near the middle of each.
 DISTRICTS = (

@@ -402,15 +402,6 @@ class Writer:
         self._queue.put((items, loop, future))
         return await future
 
-    def submit_sync(self, items: list[Prepared | ApiError]) -> list[Outcome]:
-        done = threading.Event()
-        box: list = []
-        self._queue.put((items, None, (box, done)))
-        done.wait()
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        return box[0]
-
     def _run(self) -> None:
         while not self._stopping:
             first = self._queue.get()
@@ -451,11 +442,7 @@ class Writer:
                 self.on_commit(accepted)
         for index, (_items, loop, future) in enumerate(group):
             value = results if isinstance(results, BaseException) else results[index]
-            if loop is None:
-                box, done = future
-                box.append(value)
-                done.set()
-            elif isinstance(value, BaseException):
+            if isinstance(value, BaseException):
                 loop.call_soon_threadsafe(_set_exception, future, value)
             else:
                 loop.call_soon_threadsafe(_set_result, future, value)

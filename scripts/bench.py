@@ -59,6 +59,7 @@ import httpx  # noqa: E402
 
 from api import protocol as P  # noqa: E402
 from scripts.chain import DEV_CHAIN_ID, DEV_KEYS, AnvilHandle, anvil_binary, free_port, rpc, stop_anvil  # noqa: E402
+from scripts.service_process import ServiceProcess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -457,66 +458,6 @@ def register_world(client: httpx.Client, volunteers: int, payers: int, stations:
 # ----- the service ---------------------------------------------------------------------------------
 
 
-class ServiceProcess:
-    def __init__(self, workdir: Path, rpc_url: str, contract: str, extra_env: dict[str, str]):
-        self.port = free_port()
-        self.database = workdir / "bench.sqlite3"
-        self.log_path = workdir / "service.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
-        env.update(
-            ETH_HASH_BACKEND="pysha3",
-            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-            TIMEBANK_RPC_URL=rpc_url,
-            TIMEBANK_CONTRACT_ADDRESS=contract,
-            TIMEBANK_DATABASE_URL=f"sqlite:///{self.database}",
-            TIMEBANK_DEPLOYMENTS_DIR=str(workdir / "deployments"),
-            TIMEBANK_HOST=HOST,
-            TIMEBANK_PORT=str(self.port),
-        )
-        env.update(extra_env)
-        self.env = {k: v for k, v in env.items() if k.startswith("TIMEBANK_") and k not in ("TIMEBANK_RPC_URL",)}
-        self._log = open(self.log_path, "ab")
-        # cwd is the work directory, so no .env of the checkout is read
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "api"], cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        self.url = f"http://{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def wait_ready(self, client: httpx.Client, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if client.get("/v1/health", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the service did not answer within {timeout:.0f} s:\n{self.log_tail()}")
-            time.sleep(0.1)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
 def wait_drained(client: httpx.Client, timeout: float) -> tuple[float, bool]:
     """Waits until no order waits to be anchored; returns (seconds, drained)."""
     t0 = time.monotonic()
@@ -772,9 +713,8 @@ def run(args: argparse.Namespace) -> dict:
         say(f"anvil pid {anvil.pid} on {anvil.url}; TimeBank at {address}")
 
         # --- the service
-        service = ServiceProcess(workdir, anvil.url, address, extra_env)
+        service = ServiceProcess(anvil.url, address, workdir, "bench", cwd=workdir, **extra_env).start()
         client = httpx.Client(base_url=service.url, timeout=120)
-        service.wait_ready(client)
         report["service_env"] = service.env
         say(f"service pid {service.pid} on {service.url} (log {service.log_path})")
 
@@ -1014,9 +954,8 @@ def measure_on(kind: str, args: argparse.Namespace, orders: int, clients: int) -
             address = N.deploy(net, records_dir=workdir / "deployments", say=lambda *_: None)["address"]
             rpc_url, chain_pid = net.rpc_url, net.nodes[0].pid()
             extra_env = {"TIMEBANK_RELAYER_KEY": N.RELAYER_KEY, "TIMEBANK_CONFIRMATIONS": "3", **extra_env}
-        service = ServiceProcess(workdir, rpc_url, address, extra_env)
+        service = ServiceProcess(rpc_url, address, workdir, "bench", cwd=workdir, **extra_env).start()
         client = httpx.Client(base_url=service.url, timeout=120)
-        service.wait_ready(client)
         warmup = 200
         layout = Layout.for_total(warmup + orders, 64, 16, 4)
         per_payer = -(-(warmup + orders) // 16) * layout.minutes

@@ -45,7 +45,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -59,6 +58,7 @@ import httpx  # noqa: E402
 
 from api import protocol as P  # noqa: E402
 from scripts.chain import DEV_CHAIN_ID, DEV_KEYS, AnvilHandle, anvil_binary, free_port, rpc, stop_anvil  # noqa: E402
+from scripts.admin import AdminClient  # noqa: E402
 from scripts.service_process import ServiceProcess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -404,43 +404,19 @@ def run_load(
 # ----- the world, through the API ------------------------------------------------------------------
 
 
-class Commander:
-    """Signs PROTOCOL.md section 4 commands with one key and posts them (thread-safe nonces)."""
-
-    def __init__(self, key: bytes, separator: bytes, client: httpx.Client):
-        self.key = key
-        self.separator = separator
-        self.client = client
-        self._nonces = itertools.count(secrets.randbits(40))
-        self._lock = threading.Lock()
-
-    @property
-    def address(self) -> str:
-        return P.to_hex(P.address_of(self.key))
-
-    def ok(self, command: str, /, **message: Any) -> dict:
-        with self._lock:
-            message["nonce"] = next(self._nonces)
-        signature = P.to_hex(P.sign(P.typed_digest(self.separator, command, message), self.key))
-        response = self.client.post("/v1/admin/commands", json={"type": command, "message": message, "signature": signature})
-        if response.status_code != 200:
-            raise RuntimeError(f"{command} refused: {response.status_code} {response.text[:300]}")
-        return response.json()
-
-
 def register_world(client: httpx.Client, volunteers: int, payers: int, stations: int, grant: int) -> World:
     domain = client.get("/v1/domain").json()["domain"]
     separator = P.domain_separator(domain["chainId"], domain["verifyingContract"])
-    city = Commander(bytes.fromhex(DEV_KEYS[0][2:]), separator, client)
-    admin = Commander(secrets.token_bytes(32), separator, client)
-    city.ok("RegisterDistrict", district=DISTRICT, admin=admin.address)
+    city = AdminClient(str(client.base_url), bytes.fromhex(DEV_KEYS[0][2:]), http=client, _domain=domain)
+    admin = AdminClient(str(client.base_url), secrets.token_bytes(32), http=client, _domain=domain)
+    city.command("RegisterDistrict", {"district": DISTRICT, "admin": admin.address})
     station_keys = [secrets.token_bytes(32) for _ in range(stations)]
     volunteer_ids = [P.to_hex(P.account_id(f"NJ-{DISTRICT}-V{i:06d}-{secrets.token_hex(3)}")) for i in range(volunteers)]
     payer_ids = [P.to_hex(P.account_id(f"NJ-{DISTRICT}-E{i:06d}-{secrets.token_hex(3)}")) for i in range(payers)]
     with ThreadPoolExecutor(16) as pool:
-        jobs = [pool.submit(admin.ok, "RegisterStation", station=P.to_hex(P.address_of(k)), district=DISTRICT) for k in station_keys]
-        jobs += [pool.submit(admin.ok, "RegisterAccount", account=a, district=DISTRICT, kind=1) for a in volunteer_ids]
-        jobs += [pool.submit(admin.ok, "RegisterAccount", account=a, district=DISTRICT, kind=2) for a in payer_ids]
+        jobs = [pool.submit(admin.command, "RegisterStation", {"station": P.to_hex(P.address_of(k)), "district": DISTRICT}) for k in station_keys]
+        jobs += [pool.submit(admin.command, "RegisterAccount", {"account": a, "district": DISTRICT, "kind": 1}) for a in volunteer_ids]
+        jobs += [pool.submit(admin.command, "RegisterAccount", {"account": a, "district": DISTRICT, "kind": 2}) for a in payer_ids]
         for job in jobs:
             job.result()
         grants = []
@@ -448,7 +424,7 @@ def register_world(client: httpx.Client, volunteers: int, payers: int, stations:
             left = grant
             while left > 0:
                 part = min(left, 2**32 - 1)
-                grants.append(pool.submit(admin.ok, "Grant", account=a, minutes=part, reason=1))
+                grants.append(pool.submit(admin.command, "Grant", {"account": a, "minutes": part, "reason": 1}))
                 left -= part
         for job in grants:
             job.result()

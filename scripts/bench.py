@@ -50,7 +50,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
 
@@ -446,6 +446,15 @@ def wait_drained(client: httpx.Client, timeout: float) -> tuple[float, bool]:
         time.sleep(0.1)
 
 
+def drained_after(client: httpx.Client, r: Any, phase: dict, orders: int, say: Callable[[str], None]) -> None:
+    """After a load phase: its errors said, then how long anchoring took to catch up, in `phase`."""
+    for e in r.errors:
+        say(f"    ! {e}")
+    drain_s, drained = wait_drained(client, max(120.0, orders / 100))
+    phase["drain"], phase["drained"] = drain_s, drained
+    say(f"    anchoring caught up {drain_s:.1f} s after the load stopped" + ("" if drained else " (NOT drained: gave up)"))
+
+
 def orders_waiting(client: httpx.Client) -> int | None:
     return client.get("/v1/health", timeout=30).json().get("ordersWaiting")
 
@@ -755,12 +764,7 @@ def run(args: argparse.Namespace) -> dict:
             f"anvil {s['anvil_cores']:.2f}, other processes {s['other_cores']:.2f}; {backlog} orders waiting to be anchored at the end"
         )
         say("    orders/s by tenth of the run: " + ", ".join(f"{x:,.0f}" for x in s["by_tenth"]))
-        for e in r.errors:
-            say(f"    ! {e}")
-        drain_s, drained = wait_drained(client, max(120.0, plan.single / 100))
-        report["single"]["drain"] = drain_s
-        report["single"]["drained"] = drained
-        say(f"    anchoring caught up {drain_s:.1f} s after the load stopped" + ("" if drained else " (NOT drained: gave up)"))
+        drained_after(client, r, report["single"], plan.single, say)
 
         # --- 2. intake, bulk
         bodies = [b for _, b in bulk]
@@ -798,12 +802,7 @@ def run(args: argparse.Namespace) -> dict:
             f"    CPU: service {b['service_cores']:.2f} cores, load generator {b['client_cores']:.2f}, anvil {b['anvil_cores']:.2f}, "
             f"other processes {b['other_cores']:.2f}"
         )
-        for e in r.errors:
-            say(f"    ! {e}")
-        drain_s, drained = wait_drained(client, max(120.0, plan.bulk / 100))
-        report["bulk"]["drain"] = drain_s
-        report["bulk"]["drained"] = drained
-        say(f"    anchoring caught up {drain_s:.1f} s after the load stopped" + ("" if drained else " (NOT drained: gave up)"))
+        drained_after(client, r, report["bulk"], plan.bulk, say)
 
         # --- 4. proofs (3 is read from the database at the end)
         sample = random.Random(7).sample([oid for oid, _ in single], min(plan.proofs, len(single)))

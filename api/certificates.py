@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import rfc8785
@@ -39,6 +39,7 @@ from sqlalchemy import select
 from . import bundles, db, names, protocol
 from .errors import ApiError
 from .service import Service
+from .vocabulary import CHINA_TIME, OrderStatus
 
 CERTIFICATE_FORMAT = "timebank-certificate/1"
 ATTACHMENT_NAME = "certificate.json"
@@ -117,7 +118,7 @@ def order_bundles(service: Service, *, volunteer: str) -> list[dict[str, Any]]:
             select(db.Order.order_id)
             .where(
                 db.Order.volunteer == volunteer,
-                db.Order.status == "anchored",
+                db.Order.status == OrderStatus.ANCHORED,
                 db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
             )
             .order_by(db.Order.start_time, db.Order.order_id)
@@ -317,13 +318,6 @@ def verify_certificate(service: Service, *, body: Any) -> dict[str, Any]:
 
 
 # ----- the PDF ------------------------------------------------------------------------------------
-
-try:
-    from zoneinfo import ZoneInfo
-
-    CHINA_TIME: Any = ZoneInfo("Asia/Shanghai")
-except Exception:  # no time-zone database: China Standard Time has had no daylight saving since 1991
-    CHINA_TIME = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 #: TrueType fonts with Chinese glyphs (glyf outlines, which the PDF embeds as FontFile2 subsets), in the
 #: order tried when `TIMEBANK_CJK_FONT` is not set; `make run` and `make test` install Debian's

@@ -63,7 +63,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
@@ -589,18 +589,26 @@ def _pinned(report: _Report, contract: str | None) -> bytes | None | bool:
         return False
 
 
+def _start(report: _Report, contract: str | None, parse: Callable[[Any], Any], value: Any, what: str) -> tuple[bytes | None, Any] | None:
+    """Step 0 before the chain: the pinned contract and the parsed `what`; None once a failure is reported."""
+    pinned = _pinned(report, contract)
+    if pinned is False:
+        return None
+    try:
+        return pinned, parse(value)
+    except ProtocolError as exc:
+        report.fail(0, f"{what} well formed", exc.message)
+        return None
+
+
 def verify_batch(listing: Any, rpc_url: str, *, contract: str | None = None, timeout: float = 10.0) -> Result:
     """Recomputes a batch from its listing (signatures, leaves, root, per-account amounts) and compares it
     with the chain behind `rpc_url`: `getBatch`, the anchoring receipt and the anchoring calldata."""
     report = _Report()
-    pinned = _pinned(report, contract)
-    if pinned is False:
+    start = _start(report, contract, parse_listing, listing, "listing")
+    if start is None:
         return report.result()
-    try:
-        parsed = parse_listing(listing)
-    except ProtocolError as exc:
-        report.fail(0, "listing well formed", exc.message)
-        return report.result()
+    pinned, parsed = start
     report.passed(0, "listing well formed", f"{BATCH_FORMAT}, batch {parsed.batch.id}, {len(parsed.orders)} orders, "
                   f"{len(parsed.amounts)} accounts")
     rpc = Rpc(rpc_url, timeout)
@@ -624,14 +632,10 @@ def verify_bundle(bundle: Any, rpc_url: str, *, contract: str | None = None, tim
     """Runs PROTOCOL.md section 7's checks on a decoded bundle against the chain behind `rpc_url`;
     `contract`, when given, is the TimeBank address the auditor trusts (else the bundle's is taken)."""
     report = _Report()
-    pinned = _pinned(report, contract)
-    if pinned is False:
+    start = _start(report, contract, parse_bundle, bundle, "bundle")
+    if start is None:
         return report.result()
-    try:
-        b = parse_bundle(bundle)
-    except ProtocolError as exc:
-        report.fail(0, "bundle well formed", exc.message)
-        return report.result()
+    pinned, b = start
     report.passed(0, "bundle well formed", f"{protocol.PROOF_FORMAT}, order {_show(b.order.orderId)}, "
                   f"batch {b.batch.id}")
     rpc = Rpc(rpc_url, timeout)

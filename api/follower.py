@@ -124,7 +124,11 @@ class Follower:
                 name, args = event
                 call = None
                 if name in ("BatchAnchored", "OrderRevoked"):  # their amounts are in the calldata
-                    call = self.chain.call_input("0x" + bytes(entry["transactionHash"]).hex())[1]
+                    fn, call = self.chain.call_input("0x" + bytes(entry["transactionHash"]).hex())
+                    if fn != "revokeOrder" and name == "OrderRevoked":
+                        call = None  # revoked by a challenge: balances follow from BatchChallenged
+                elif name == "BatchChallenged":  # a challenge moved minutes: read the accounts back
+                    call = {"balances": self._challenged_balances(entry, to_block)}
                 events.append((entry, name, args, call))
         to_hash = self.chain.block_hash(to_block)
         self._accounts: set[str] = set()
@@ -256,7 +260,43 @@ class Follower:
             .values(status=OrderStatus.ANCHORED, anchored_at=now)
         )
 
-    def _on_OrderRevoked(self, session: Session, entry: dict, a: dict, call: dict) -> None:
+    def _challenged_balances(self, entry: dict, block: int) -> dict[str, tuple[int, int]]:
+        """(balance, earned) at `block` of every account a challenge transaction may have moved: the
+        accounts of its orders and of the anchored deltas it gave."""
+        fn, args = self.chain.call_input("0x" + bytes(entry["transactionHash"]).hex())
+        accounts: set[bytes] = set()
+        orders = args.get("orders") or [args[k] for k in ("orderA", "orderB") if k in args]
+        for order in orders:
+            values = list(order.values()) if isinstance(order, dict) else list(order)
+            accounts.update((bytes(values[2]), bytes(values[3])))
+        deltas = args.get("anchoredDeltas") or b""
+        try:
+            indices = list(protocol.unpack_deltas(bytes(deltas)))
+        except protocol.ProtocolError:
+            indices = []
+        accounts.update(self.chain.account_at(i, block) for i in indices)
+        return {protocol.to_hex(a): self.chain.account_balance(a, block) for a in accounts if any(a)}
+
+    def _on_BatchChallenged(self, session: Session, entry: dict, a: dict, call: dict) -> None:
+        log.error(
+            "batch %s was challenged (reason %s, order %s): relayer %s lost RELAYER_ROLE",
+            a["batchId"], a["reason"], a["orderId"], a["relayer"],
+        )
+        for account_id, (balance, earned) in call["balances"].items():
+            account = session.get(db.Account, account_id)
+            if account is not None:
+                account.balance, account.earned = balance, earned
+            self._accounts.add(account_id)
+            self._balances.add(account_id)
+
+    def _on_OrderRevoked(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
+        if call is None:  # revoked by a challenge: the order is marked, BatchChallenged sets the balances
+            session.execute(
+                update(db.Order)
+                .where(db.Order.order_id == a["orderId"])
+                .values(status=OrderStatus.REVOKED, revoke_reason=int(a["reason"]))
+            )
+            return
         order = call["order"]
         if isinstance(order, dict):
             order = [order[k] for k in ("orderId", "district", "volunteer", "payer", "recipient", "serviceType", "startTime", "endTime", "minutes_", "detailsHash")]

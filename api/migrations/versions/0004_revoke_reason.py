@@ -1,7 +1,7 @@
 """an order's revocation reason as a number (the RevokeOrder command's reason), not text
 
 Revision ID: 0004_revoke_reason
-Revises: 0003_commands
+Revises: 0004
 Create Date: 2026-11-30 14:30:00
 """
 import re
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = '0004_revoke_reason'
-down_revision = '0003_commands'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 

@@ -19,6 +19,7 @@ import requests
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 from web3 import HTTPProvider, Web3
+from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers.base import JSONBaseProvider
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
 
@@ -205,6 +206,8 @@ class Chain:
             self.w3 = Web3(HTTPProvider(urls[0], request_kwargs={"timeout": timeout}))
         else:
             self.w3 = Web3(FailoverProvider(urls, timeout))
+        # proof-of-authority chains (Clique, QBFT) carry the signers' seals in a longer `extraData`
+        self.w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
         self.abi = load_abi()
         self.address = Web3.to_checksum_address(contract_address) if contract_address else None
         self.contract = self.w3.eth.contract(address=self.address, abi=self.abi) if self.address else None

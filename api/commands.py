@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 RELAYED, RESENDING, LOST = CommandStatus.RELAYED, CommandStatus.RESENDING, CommandStatus.LOST
 LISTED_IN_HEALTH = 20
+REBROADCAST_SECONDS = 5.0
 
 
 def _bytes(hex_value: str) -> bytes:
@@ -46,6 +47,7 @@ class Commands:
     def __init__(self, service: Service):
         self.service = service
         self.waiting = True  # commands may be waiting to be sent again (looked up at the next `resend_due`)
+        self._next_rebroadcast = 0.0
 
     # ----- the relay ------------------------------------------------------------------------------
 
@@ -151,6 +153,11 @@ class Commands:
         struct = tuple((_bytes(m[f]) if isinstance(m[f], str) else m[f]) for f, _ in protocol.TYPES[kind])
         if kind == "RevokeOrder":
             row, batch, tree = self.service.anchored_order(m["orderId"])
+            if row.digest != m["digest"].lower():
+                raise ApiError(
+                    "command_refused",
+                    f"RevokeOrder.digest {m['digest']} is not the digest of order {m['orderId']} ({row.digest})",
+                )
             order = protocol.ServiceOrder.from_json(bundles.order_json(row))
             proof = bundles.proof_path(tree, row.leaf_index)
             return [struct, order.as_tuple(), _bytes(row.station), batch.chain_batch_id, proof]
@@ -189,6 +196,31 @@ class Commands:
             log.error("the chain lost %d relayed commands with its blocks: sending them again", len(lost))
             self.waiting = True
             self.resend_due(revocations=False)
+
+    def rebroadcast(self) -> None:
+        """Every few seconds: broadcasts again, as recorded, the command transactions not mined after a
+        while (their requests may have ended with the chain down or restarted from a snapshot, which lost
+        its pending transactions): each holds a nonce, and the relayer's later transactions wait for it. A
+        transaction the node refuses gives its nonce back (`TxSender.resend`)."""
+        if time.monotonic() < self._next_rebroadcast:
+            return
+        self._next_rebroadcast = time.monotonic() + REBROADCAST_SECONDS
+        sender = self.service.sender
+        with self.service.reads() as session:
+            stale = session.scalars(
+                select(db.Transaction)
+                .join(db.Command, db.Command.tx_id == db.Transaction.id)
+                .where(db.Transaction.status == TxStatus.SENT, db.Transaction.created_at < time.time() - REBROADCAST_SECONDS)
+            ).all()
+        for tx in stale:
+            receipt = self.service.chain.receipt(tx.tx_hash)
+            if receipt is not None:
+                sender.settled(tx.id, receipt)
+                continue
+            try:
+                sender.resend(tx)
+            except BroadcastRefused as exc:
+                log.error("the node refuses command transaction %s: %s", tx.tx_hash, exc)
 
     def resend_due(self, revocations: bool = True) -> None:
         """Sends again, oldest first, the commands waiting to be; each is mined before the next is sent (a

@@ -190,9 +190,14 @@ class Follower:
     def _on_AccountRegistered(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
         account = session.get(db.Account, a["account"])
         if account is None:
-            session.add(db.Account(account=a["account"], district=a["district"], kind=a["kind"], status=1, balance=0, earned=0, qualified=False))
+            session.add(
+                db.Account(
+                    account=a["account"], district=a["district"], kind=a["kind"], status=1, balance=0, earned=0,
+                    qualified=False, chain_index=a["index"],
+                )
+            )
         else:  # a profile written before the chain registered the account
-            account.district, account.kind, account.status = a["district"], a["kind"], 1
+            account.district, account.kind, account.status, account.chain_index = a["district"], a["kind"], 1, a["index"]
         self._accounts.add(a["account"])
 
     def _on_AccountStatusChanged(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
@@ -212,19 +217,28 @@ class Follower:
 
     def _on_BatchAnchored(self, session: Session, entry: dict, a: dict, call: dict) -> None:
         batch = session.scalar(select(db.Batch).where(db.Batch.root == a["root"]))
-        moved = protocol.unpack_deltas(call["deltas"])
+        indexed = protocol.unpack_deltas(call["deltas"])  # canonical: the contract refused anything else
+        session.flush()  # the reads and the statement below go around the session's objects
+        ids = dict(
+            session.execute(
+                select(db.Account.chain_index, db.Account.account).where(db.Account.chain_index.in_(list(indexed)))
+            ).all()
+        ) if indexed else {}
+        moved = {bytes.fromhex(ids[i][2:]): v for i, v in indexed.items() if i in ids}
+        if len(moved) != len(indexed):
+            log.error("batch %s moves accounts the mirror does not know: indices %s", a["batchId"], sorted(set(indexed) - set(ids)))
         amounts = [
             {"a": protocol.to_hex(account), "delta": earned + received - spent, "earned": earned}
             for account, (earned, received, spent) in moved.items()
         ]
         accounts = db.Account.__table__
-        session.flush()  # the statement below goes around the session's objects
-        session.connection().execute(
-            update(accounts)
-            .where(accounts.c.account == bindparam("a"))
-            .values(balance=accounts.c.balance + bindparam("delta"), earned=accounts.c.earned + bindparam("earned")),
-            amounts,
-        )
+        if amounts:
+            session.connection().execute(
+                update(accounts)
+                .where(accounts.c.account == bindparam("a"))
+                .values(balance=accounts.c.balance + bindparam("delta"), earned=accounts.c.earned + bindparam("earned")),
+                amounts,
+            )
         # our own batch moves a payer's minutes from promised to spent: available stays the same
         self._balances.update(protocol.to_hex(a) for a, (e, r, _s) in moved.items() if batch is None or e or r)
         if batch is None:

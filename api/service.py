@@ -88,6 +88,9 @@ class Service:
         blocks were applied (a batch anchored frees room for the next)."""
         try:
             self.commands.resend_due()
+            self.commands.rebroadcast()
+        except ChainUnavailable:
+            pass
         except Exception:
             log.exception("sending lost commands again failed")
         if applied:

@@ -40,6 +40,7 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_keys import keys as eth_keys
+from web3 import Web3
 
 from scripts.chain import DEV_KEYS, HOST
 
@@ -216,9 +217,7 @@ def init(nodes: list[Node], chain_id: int = CHAIN_ID, period: int = DEFAULT_PERI
         if not nodekey.exists():
             nodekey.write_text(secrets.token_hex(32))
             nodekey.chmod(0o600)
-        node.signer = "0x" + json.loads(next(keystore.glob("*.json")).read_text())["address"]
-        public = eth_keys.PrivateKey(bytes.fromhex(nodekey.read_text().strip())).public_key
-        node.enode = f"enode://{public.to_bytes().hex()}@{HOST}:{node.p2p_port}"
+        _identify(node)
     for node in nodes:
         (node.datadir / "config.toml").write_text(_static_nodes_toml([n.enode for n in nodes if n is not node]))
     spec = directory / "genesis.json"
@@ -232,11 +231,18 @@ def init(nodes: list[Node], chain_id: int = CHAIN_ID, period: int = DEFAULT_PERI
                 raise NetworkError(f"geth init of {node.datadir} failed:\n{done.stderr[-2000:]}")
 
 
+def _identify(node: Node) -> None:
+    """The node's signer address (from its keystore) and enode URL (from its node key)."""
+    node.signer = Web3.to_checksum_address(json.loads(next((node.datadir / "keystore").glob("*.json")).read_text())["address"])
+    public = eth_keys.PrivateKey(bytes.fromhex((node.datadir / "nodekey").read_text().strip())).public_key
+    node.enode = f"enode://{public.to_bytes().hex()}@{HOST}:{node.p2p_port}"
+
+
 def load(directory: Path = DATA_DIR, **ports) -> Network:
     nodes = layout(directory, **ports)
     spec = json.loads((Path(directory) / "genesis.json").read_text())
     for node in nodes:
-        node.signer = "0x" + json.loads(next((node.datadir / "keystore").glob("*.json")).read_text())["address"]
+        _identify(node)
     return Network(Path(directory), spec["config"]["chainId"], spec["config"]["clique"]["period"], nodes)
 
 
@@ -341,21 +347,36 @@ def wait_blocks(node: Node, count: int = 2, timeout: float = 60.0) -> int:
     return head
 
 
-def partition(side_a: list[Node], side_b: list[Node]) -> None:
+def _peer_ids(node: Node) -> set[str]:
+    return {p["enode"].split("@")[0] for p in node.rpc("admin_peers")}
+
+
+def partition(side_a: list[Node], side_b: list[Node], timeout: float = 30.0) -> None:
     """Cuts every peering between the two sides (admin_removePeer drops the static entry on both ends, so
-    neither redials)."""
-    for a in side_a:
-        for b in side_b:
-            a.rpc("admin_removePeer", [b.enode])
-            b.rpc("admin_removePeer", [a.enode])
+    neither redials), and waits until no connection between them is left (a dial already under way when
+    the entry was dropped may still connect once: it is cut again)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for a in side_a:
+            for b in side_b:
+                a.rpc("admin_removePeer", [b.enode])
+                b.rpc("admin_removePeer", [a.enode])
+        time.sleep(0.5)
+        left = [(a.url, b.url) for a in side_a for b in side_b if b.enode.split("@")[0] in _peer_ids(a)]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise NetworkError(f"still peered after {timeout}s: {left}")
 
 
-def heal(nodes: list[Node]) -> None:
-    """Peers every node with every other one again (static entries restored)."""
+def heal(nodes: list[Node], timeout: float = 90.0) -> None:
+    """Peers every node with every other one again (static entries restored) and waits until they are.
+    geth does not redial a node it failed to reach or dropped for about 35 s, so this can take as long."""
     for a in nodes:
         for b in nodes:
             if a is not b:
                 a.rpc("admin_addPeer", [b.enode])
+    wait_peered(nodes, timeout)
 
 
 def start(network: Network, geth: Path = GETH) -> None:

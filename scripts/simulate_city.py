@@ -726,8 +726,10 @@ class City:
             ours = {o.order_id for o in self.orders}
             overlaps = [x["orderId"] for x in response.json()["overlaps"] if x["orderId"] in ours]
             found.extend(overlaps)
+            digests = {o.order_id: o.answer["digest"] for o in self.orders if o.answer and "digest" in o.answer}
             for order_id in overlaps:
-                self.command(admin, "RevokeOrder", {"orderId": order_id, "reason": REVOKE_PAID_TWICE})
+                message = {"orderId": order_id, "digest": digests[order_id], "reason": REVOKE_PAID_TWICE}
+                self.command(admin, "RevokeOrder", message)
         by_id = {o.order_id: o for o in self.orders}
         for order_id in found:
             if order_id in by_id:

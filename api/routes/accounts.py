@@ -24,6 +24,9 @@ class HistoryOrder(BaseModel):
     status: str
     district: int
     serviceType: int
+    serviceName: str = Field(description="the service type's Chinese name (PROTOCOL.md section 1)")
+    serviceNameEn: str
+    districtName: str | None = Field(description="the GB/T 2260 name of the order's district")
     minutes: int
     startTime: int
     endTime: int

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
-import { after, before, test } from 'node:test'
+import { after, afterEach, before, test } from 'node:test'
 import { chromium } from 'playwright-core'
 
 const require = createRequire(import.meta.url)
@@ -78,6 +78,11 @@ before(async () => {
   page.on('pageerror', (e) => console.log('page error:', e.message))
 })
 
+afterEach(async (t) => {
+  // what the page showed at the end of each journey, for a person to look at (build output)
+  await page.screenshot({ path: join(cfg.screenshots, `end-${t.name.slice(0, 40).replace(/[^a-z0-9]+/gi, '-')}.png`), fullPage: true }).catch(() => {})
+})
+
 after(async () => {
   await browser?.close()
 })
@@ -93,9 +98,16 @@ test('a station signs an order with a voice confirmation, submits it, follows it
   await page.getByTestId('recorded').waitFor()
   await page.getByRole('button', { name: '签名并提交' }).click()
   const row = page.locator('tr[data-order]').first()
-  await row.and(page.locator('[data-status="anchored"]')).waitFor({ timeout: 60000 })
+  await row.and(page.locator('[data-status="anchored"]')).waitFor({ timeout: 60000 }).catch(async (e) => {
+    console.log('queue:', await page.locator('section[aria-labelledby="st-queue"]').innerText(), await page.locator('form').innerText())
+    throw e
+  })
   state.orderId = await row.getAttribute('data-order')
   assert.match(state.orderId, /^0x[0-9a-f]{64}$/)
+  // the recording itself goes to the service once the order is accepted (when the service takes recordings)
+  const openapi = await (await fetch(`${cfg.url}/openapi.json`)).json()
+  if (Object.keys(openapi.paths).some((p) => p.endsWith('/recording')))
+    await page.locator(`tr[data-order="${state.orderId}"][data-recording="uploaded"]`).waitFor({ timeout: 30000 })
   await shot('station')
   // what was signed: the recording's hash in the details, as the service stored them
   const proof = await (await fetch(`${cfg.url}/v1/orders/${state.orderId}/proof`)).json()
@@ -143,6 +155,11 @@ test('the auditor page verifies the proof green and a tampered copy red at step 
   await page.getByRole('button', { name: '核验', exact: true }).click()
   await page.getByText(/核验未通过：第 1 步/).waitFor({ timeout: 30000 })
   await shot('verify-tampered')
+  // batch mode: the whole batch against the anchoring transaction's calldata
+  await page.getByLabel('批次号').fill(String(state.proof.batch.id))
+  await page.getByRole('button', { name: '核验整批' }).click()
+  await page.locator('section[aria-labelledby="v-batch"]').getByText(/核验通过：全部 4 步/).waitFor({ timeout: 30000 })
+  await shot('verify-batch')
   // the settings are remembered
   await page.reload()
   assert.equal(await page.getByLabel('合约地址（市里公布的）').inputValue(), cfg.contract)
@@ -157,6 +174,12 @@ test('the console revokes the order; the auditor page then shows it revoked at s
   await page.getByLabel('撤销原因').selectOption('1')
   await page.getByRole('button', { name: '撤销', exact: true }).click()
   await page.getByText(/已完成/).waitFor({ timeout: 60000 })
+  // a signed request from the browser (X-TimeBank-* headers): the district's spot-check sample
+  await page.getByRole('tab', { name: '抽查' }).click()
+  await page.getByLabel('样本数').fill('5')
+  await page.getByLabel('随机种子（可选）').fill('7')
+  await page.getByRole('button', { name: '抽取样本' }).click()
+  await page.getByText(/总数 \d+，种子 7/).waitFor({ timeout: 30000 })
   await page.getByRole('tab', { name: '统计' }).click()
   await page.getByRole('button', { name: '查看' }).click()
   await page.getByRole('img', { name: '各站点服务分钟数' }).waitFor()
@@ -173,6 +196,15 @@ test('an order signed while the service is stopped is sent when it is back, once
   await page.goto('/station')
   await unlock(cfg.stationKeystore)
   await control('stop')
+  try {
+    await offlineOrder()
+  } finally {
+    await control('start')
+  }
+})
+
+async function offlineOrder() {
+  await page.evaluate(async () => { await navigator.serviceWorker.ready })
   const now = Math.floor(Date.now() / 1000)
   await fillOrder({ service: '助餐', start: now - 5 * 3600, end: now - 4 * 3600, minutes: 45, method: '刷卡确认' })
   await page.getByRole('button', { name: '签名并提交' }).click()
@@ -192,7 +224,7 @@ test('an order signed while the service is stopped is sent when it is back, once
   }, orderId)
   writeFileSync(join(cfg.screenshots, 'offline-order.json'), JSON.stringify({ orderId, httpStatus: item.httpStatus, attempts: item.attempts }))
   assert.equal(item.httpStatus, 201)
-})
+}
 
 test('axe-core: no serious or critical violation on any page', async () => {
   for (const path of ['/', '/station', '/my', '/verify', '/console']) {
@@ -202,4 +234,14 @@ test('axe-core: no serious or critical violation on any page', async () => {
   }
   await page.goto('/')
   await shot('home')
+})
+
+test('/docs renders Swagger UI from the service alone (the browser has no internet)', async () => {
+  const outside = []
+  page.on('request', (r) => !r.url().startsWith(cfg.url) && outside.push(r.url()))
+  await page.goto('/docs')
+  await page.locator('.swagger-ui .info .title').waitFor({ timeout: 30000 })
+  await page.getByText('/v1/orders').first().waitFor()
+  assert.deepEqual(outside, [])
+  await shot('docs')
 })

@@ -15,7 +15,7 @@ export interface OutboxItem {
   state: 'queued' | 'sent' | 'refused'
   status?: string // the service's: accepted, anchored, revoked, rejected
   httpStatus?: number
-  error?: { code: string; message: string }
+  error?: { code: string; message: string; messageZh?: string }
   attempts: number
   createdAt: number
   lastTry?: number
@@ -54,7 +54,11 @@ async function reload() {
 }
 
 async function put(item: OutboxItem) {
-  await tx('readwrite', (s) => s.put(structuredClone(item)))
+  // plain data only (the form's values may be reactive proxies, which IndexedDB cannot clone)
+  const { recording, ...rest } = item
+  const plain: OutboxItem = JSON.parse(JSON.stringify(rest))
+  if (recording) plain.recording = { ...recording, bytes: new Uint8Array(recording.bytes) }
+  await tx('readwrite', (s) => s.put(plain))
 }
 
 /** Keeps a signed order (durably, before any network), then sends what waits. */
@@ -85,7 +89,7 @@ async function sendOne(item: OutboxItem) {
     if (e instanceof ApiError) {
       item.state = 'refused'
       item.httpStatus = e.status
-      item.error = { code: e.code, message: e.message }
+      item.error = { code: e.code, message: e.message, messageZh: e.messageZh }
       online.value = true
     } else if (e instanceof Unreachable) {
       online.value = false

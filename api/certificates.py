@@ -68,18 +68,13 @@ def certificate_digest(certificate: dict[str, Any]) -> str:
     return protocol.to_hex(keccak(canonical(certificate)))
 
 
-def certificate_url(*, base_url: str, account: str) -> str:
-    """The URL of the account's JSON certificate."""
-    return f"{base_url.rstrip('/')}/v1/accounts/{account}/certificate"
-
-
 def qr_payload(*, base_url: str, account: str, digest: str) -> str:
     """What the PDF's QR code encodes: the auditor page (`/verify`) with, in the URL's fragment (kept by
-    the browser, never sent to a server), `certificate=` the URL of the account's JSON certificate
-    (percent-encoded) and `digest=` the digest of the certificate the PDF was made from. The page fetches
-    the certificate and checks every proof against the chain in the browser."""
-    base = base_url.rstrip("/")
-    return f"{base}/verify#certificate={quote(certificate_url(base_url=base, account=account), safe='')}&digest={digest}"
+    the browser, never sent to a server), `certificate=` the path of the account's JSON certificate on
+    the same service (relative: a shorter QR code) and `digest=` the digest of the certificate the PDF was
+    made from. The page fetches the certificate and checks every proof against the chain in the browser."""
+    path = quote(f"/v1/accounts/{account}/certificate", safe="/")
+    return f"{base_url.rstrip('/')}/verify#certificate={path}&digest={digest}"
 
 
 # ----- issuing ------------------------------------------------------------------------------------

@@ -122,7 +122,11 @@ def batch_listing(service: Service, batch_id: int) -> dict[str, Any]:
         if batch is None:
             raise ApiError("not_found", f"no anchored batch {batch_id} of this service")
         rows = session.scalars(select(db.Order).where(db.Order.batch_id == batch.id).order_by(db.Order.seq)).all()
-    return bundles.build_listing(service.domain(), batch, rows, revoked=[row.status == OrderStatus.REVOKED for row in rows])
+        tx = session.get(db.Transaction, batch.tx_id) if batch.tx_id is not None else None
+    return bundles.build_listing(
+        service.domain(), batch, rows, revoked=[row.status == OrderStatus.REVOKED for row in rows],
+        relayer=tx.sender if tx is not None else service.sender.address,
+    )
 
 
 # ----- spot checks (抽查) --------------------------------------------------------------------------

@@ -50,6 +50,8 @@ class Service:
         self.follower.on_reset = self.commands.chain_lost_blocks
         self.batcher.on_change = self.writer.cache.invalidate
         self.follower.after_step = self._followed
+        self.follower.relayer = self.sender.address
+        self.follower.on_role = self._relayer_role
 
     def _deployment_block(self) -> int:
         """Where the follower starts: the deployment's block when the deployment record names this
@@ -65,8 +67,25 @@ class Service:
 
     # ----- lifecycle ------------------------------------------------------------------------------
 
+    def _relayer_role(self, holds: bool, why: str | None) -> None:
+        """The relayer lost RELAYER_ROLE (a proven fault, or the city administrator) or got it back: the
+        batcher stops anchoring, and /v1/health says why, until the role is granted again."""
+        if holds:
+            if self.batcher.paused:
+                log.warning("relayer %s holds RELAYER_ROLE again: anchoring resumes", self.sender.address)
+            self.batcher.paused = None
+            self.batcher.wake.set()
+        else:
+            log.error("relayer lost its role, anchoring stopped: %s", why)
+            self.batcher.paused = why
+
     def start(self) -> None:
         """Brings the mirror up to the chain's head (when the chain answers), then starts the workers."""
+        try:
+            if not self.chain.has_role("RELAYER_ROLE", self.sender.address):
+                self._relayer_role(False, f"the relayer {self.sender.address} does not hold RELAYER_ROLE")
+        except ChainUnavailable:
+            pass
         try:
             while self.follower.step():
                 pass
@@ -119,6 +138,10 @@ class Service:
             "databaseOk": database_ok,
             "ordersWaiting": waiting,
             "followedBlock": self.follower.applied_block(),
+            "anchoring": self.batcher.paused is None,
+            "anchoringStopped": self.batcher.paused,
+            "followerProblems": self.follower.problem_count,
+            "recentFollowerProblems": list(self.follower.problems),
             **commands,
         }
 

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import protocol
-from .deps import AccountOut, JsonBody, ServiceDep, SignedCaller
+from .deps import AccountOut, JsonBody, OptionalCaller, ServiceDep, SignedCaller
 from .chain import ChainUnavailable
 from .errors import CATALOGUE, ApiError
 from .intake import Outcome, prepare
@@ -232,9 +232,10 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         return _json(200, {"results": results})
 
     @app.get("/v1/orders/{order_id}", tags=["orders"], responses=ERRORS)
-    async def get_order(order_id: str, request: Request) -> dict[str, Any]:
-        """The order, its status (accepted, anchored, revoked, rejected) and, once anchored, its batch."""
-        return await run_in_threadpool(svc(request).order_view, _hex32(order_id, "orderId"))
+    async def get_order(order_id: str, request: Request, who: OptionalCaller) -> dict[str, Any]:
+        """The order, its status (accepted, anchored, revoked, rejected) and, once anchored, its batch. The
+        details only to a signed request of an administrator or auditor of the order's district or the city."""
+        return await run_in_threadpool(svc(request).order_view, _hex32(order_id, "orderId"), who)
 
     @app.get("/v1/orders/{order_id}/proof", tags=["orders"], responses=ERRORS)
     async def get_proof(order_id: str, request: Request) -> dict[str, Any]:

@@ -184,6 +184,32 @@ class FollowerState(Base):
     block_hash: Mapped[str] = mapped_column(HEX32)
 
 
+class RequestNonce(Base):
+    """A signed request's nonce, kept until its timestamp leaves the window: a nonce is taken once
+    (api/auth.py)."""
+
+    __tablename__ = "request_nonces"
+
+    nonce: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    signer: Mapped[str] = mapped_column(HEX20)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_request_nonces_expires", "expires_at"),)
+
+
+class LocationExemption(Base):
+    """An administrator's recorded exemption: a recipient with no registered location may be served
+    (api/intake.py, `recipient_no_location`). Recorded by a signed request of the administrator of the
+    recipient's district (or the city's), with the reason."""
+
+    __tablename__ = "location_exemptions"
+
+    account: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    admin: Mapped[str] = mapped_column(HEX20)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 # ----- people and supervision (off chain; the chain knows only account ids) ------------------------
 
 

@@ -28,6 +28,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "station_removed": (403, "the order's signer is a removed station"),
     "station_wrong_district": (403, "the order's signer is a station of another district"),
     "unauthenticated": (401, "the request is not signed, or its signature or timestamp is wrong"),
+    "request_replayed": (401, "the signed request's nonce was already used (a replay)"),
     "forbidden": (403, "the request's signer does not hold the role this needs"),
     "unauthorized": (403, "the command's signer does not hold the role it needs"),
     # order content

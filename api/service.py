@@ -31,6 +31,12 @@ REVERT_CODES = {
     "ECDSAInvalidSignatureLength": "bad_signature",
 }
 
+def sees_details(caller, district: int) -> bool:
+    """Whether a signed caller may read personal data of `district`: its administrator or the city's, an
+    auditor of it or a city-wide one (PROTOCOL.md v1.1 section 6). Unsigned requests (None) never."""
+    return caller is not None and (caller.administers(district) or caller.audits(district))
+
+
 def _b(hex_value: str) -> bytes:
     return bytes.fromhex(hex_value[2:])
 
@@ -154,7 +160,10 @@ class Service:
             **commands,
         }
 
-    def order_view(self, order_id: str) -> dict[str, Any]:
+    def order_view(self, order_id: str, caller=None) -> dict[str, Any]:
+        """The order and its status. Its `details` (locations, notes, confirmation: personal data, PROTOCOL.md
+        v1.1 section 6) only for a signed request of an administrator or auditor of the order's district
+        or of the city (`caller`); `details` is null otherwise."""
         with self.reads() as session:
             row = session.scalar(select(db.Order).where(db.Order.order_id == order_id))
             if row is None:
@@ -167,7 +176,7 @@ class Service:
             "signature": row.signature,
             "digest": row.digest,
             "station": row.station,
-            "details": json.loads(row.details),
+            "details": json.loads(row.details) if sees_details(caller, row.district) else None,
             "reason": row.reason,
             "acceptedAt": row.accepted_at,
             "anchoredAt": row.anchored_at,
@@ -292,12 +301,41 @@ class Service:
             signer = protocol.to_hex(protocol.recover(protocol.typed_digest(self.separator, kind, message), signature))
         except protocol.ProtocolError as exc:
             raise ApiError(exc.code, exc.message) from None
+        self.require_command_role(kind, message, signer)
         call = self.command_call(kind, message, signer, signature)
         # a monthly grant (api/people.py) is refused when the period's grant is recorded, and recorded after
         with people.monthly_grant_claim(self, kind, message) as claim:
             answer = self._relay(kind, call, message, signature, signer)
             claim.record(answer["txHash"])
         return answer
+
+    def require_command_role(self, kind: str, message: dict[str, Any], signer: str) -> None:
+        """The signer's role, checked against the mirror before anything else is looked up: a signer who
+        is not the city administrator nor the administrator of the district the command acts in is refused
+        `unauthorized` with a message that names no card, person, account or order (the command's target
+        is not looked up for it). The contract checks the role again when the command is relayed."""
+        if signer == self.city_admin:
+            return
+        if kind in ("RegisterDistrict", "RegisterAuditor"):
+            raise ApiError("unauthorized", f"{signer} is not the city administrator")
+        with self.reads() as session:
+            own = session.scalar(select(db.District.district).where(db.District.admin == signer))
+            if own is None:
+                raise ApiError("unauthorized", f"{signer} is not the administrator of a district")
+            if kind in ("RegisterStation", "RegisterAccount"):
+                district = message["district"]
+            elif kind == "RemoveStation":
+                district = session.scalar(select(db.Station.district).where(db.Station.station == message["station"]))
+            elif kind in ("SetAccountStatus", "Grant"):
+                district = session.scalar(select(db.Account.district).where(db.Account.account == message["account"]))
+            elif kind == "LinkAccounts":
+                district = session.scalar(select(db.Account.district).where(db.Account.account == message["payer"]))
+            elif kind == "RevokeOrder":
+                district = session.scalar(select(db.Order.district).where(db.Order.order_id == message["orderId"]))
+            else:
+                district = None
+        if district is not None and district != own:
+            raise ApiError("unauthorized", f"{signer} is not the administrator of the district this command acts in")
 
     def command_call(self, kind: str, message: dict[str, Any], signer: str, signature: bytes):
         """The contract call of a checked command (raises `ApiError` when it cannot be made)."""

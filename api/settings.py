@@ -49,7 +49,18 @@ class Settings(BaseSettings):
     clock_skew_seconds: int = Field(300, ge=0)
     max_checkin_distance_m: float = Field(500.0, gt=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    # Signed requests (api/auth.py): how far a timestamp may be from the clock, and the names (host[:port],
+    # comma-separated) the service answers under; unset: TIMEBANK_HOST:TIMEBANK_PORT, localhost and 127.0.0.1
+    # with that port.
+    request_window_seconds: int = Field(60, ge=5, le=600)
+    public_hosts: str = ""
     bulk_max_items: int = Field(1000, ge=1, le=1000)
+
+    def service_hosts(self) -> frozenset[str]:
+        """The names a signed request may be addressed to (lower-case host[:port])."""
+        if self.public_hosts.strip():
+            return frozenset(h.strip().lower() for h in self.public_hosts.split(",") if h.strip())
+        return frozenset(f"{h}:{self.port}".lower() for h in (self.host, "localhost", "127.0.0.1"))
 
     def relayer_private_key(self, chain_id: int) -> bytes:
         if self.relayer_key:

@@ -73,7 +73,7 @@ from typing import Any
 import httpx
 
 from api import protocol as P
-from api.auth import sign_headers
+from api.auth import host_of, sign_headers
 from scripts.admin import AdminClient, Refused, grant_monthly, register_person
 from scripts.chain import DEV_CHAIN_ID, DEV_KEYS, AnvilHandle, free_port, start_anvil, stop_anvil
 from scripts.verify_proof import verify_batch, verify_bundle
@@ -409,7 +409,7 @@ class City:
             raise Failed(f"{kind} {message} refused: {refused}") from None
 
     def signed(self, admin: AdminClient, method: str, path: str, raw: bytes = b"", content_type: str | None = None) -> httpx.Response:
-        headers = sign_headers(admin.key, self.separator, method, path, raw)
+        headers = sign_headers(admin.key, self.separator, method, path, raw, host=host_of(self.http.base_url))
         if content_type:
             headers["Content-Type"] = content_type
         return self.http.request(method, path, content=raw, headers=headers)

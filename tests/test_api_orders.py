@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 
 from api import db
 from api import protocol as P
-from api.auth import sign_headers
+from api.auth import host_of, sign_headers
 from tests.utils.api import Terminal, card, details, wait_anchored
 from tests.utils.api_world import DISTRICT, OTHER_DISTRICT
 
@@ -105,7 +105,7 @@ def set_profile(api, world, account: str, location: dict | None = None, qualifie
     path = f"/v1/accounts/{account}/profile"
     raw = json.dumps({"location": location, "qualified": qualified}).encode()
     separator = P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"])
-    response = api.client.put(path, content=raw, headers=sign_headers(world.admin.key, separator, "PUT", path, raw))
+    response = api.client.put(path, content=raw, headers=sign_headers(world.admin.key, separator, "PUT", path, raw, host=host_of(api.client.base_url)))
     assert response.status_code == 200, response.text
 
 

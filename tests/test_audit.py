@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from api import protocol as P
 from api.audit import CREDIT_FORMAT, STATS_COLUMNS
 from api.bundles import BATCH_FORMAT, amounts_of
-from api.auth import sign_headers
+from api.auth import host_of, sign_headers
 from api.protocol import pack_amounts, unpack_deltas
 from scripts import audit_sweep
 from scripts.verify_proof import (
@@ -50,7 +50,7 @@ def separator(world) -> bytes:
 
 
 def signed(api, world, key: bytes, method: str, path: str, body: bytes = b"", **kw: Any):
-    headers = {**sign_headers(key, separator(world), method, path, body), **kw.pop("headers", {})}
+    headers = {**sign_headers(key, separator(world), method, path, body, host=host_of(api.client.base_url)), **kw.pop("headers", {})}
     return api.client.request(method, path, content=body or None, headers=headers, **kw)
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from api import db
 from api import protocol as P
-from api.auth import sign_headers
+from api.auth import host_of, sign_headers
 from api.people import GRANT_REASON_MONTHLY, GRANT_REASON_ONE_OFF, current_period
 from scripts import admin as cli
 from tests.utils.api import Admin, card, wait_anchored
@@ -46,7 +46,7 @@ def request(api, world, key: bytes | None, method: str, path: str, body: Any = N
     headers = {"Content-Type": "application/json"} if raw else {}
     if key is not None:
         separator = P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"])
-        headers.update(sign_headers(key, separator, method, path, raw))
+        headers.update(sign_headers(key, separator, method, path, raw, host=host_of(api.client.base_url)))
     return api.client.request(method, path, content=raw, headers=headers)
 
 
@@ -130,7 +130,7 @@ def test_register_lookup_update_and_who_sees_personal_data(api, world):
     public = {"account": account, "district": DISTRICT, "kind": 2, "status": 1}
     for key in (None, world.other_admin.key, auditors["other"], secrets.token_bytes(32)):
         assert seen_by(key) == public
-    forged = sign_headers(world.admin.key, P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"]), "GET", "/v1/people/x")
+    forged = sign_headers(world.admin.key, P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"]), "GET", "/v1/people/x", host=host_of(api.client.base_url))
     assert api.client.get(path, headers=forged).status_code == 401  # signed for another path
     error_of(api.client.get("/v1/people/NJ-999999-nobody"), 404, "not_found")
 

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import people, protocol
 from ..auth import Caller
-from ..deps import AccountOut, JsonBody, RawBody, ServiceDep, SignedCaller, inline_schema, signed_caller
+from ..deps import AccountOut, JsonBody, OptionalCaller, ServiceDep, SignedCaller, inline_schema
 from ..errors import ApiError
 
 router = APIRouter(prefix="/v1", tags=["people"])
@@ -28,16 +28,6 @@ class ErrorResponse(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 422)}
-
-
-async def optional_caller(request: Request, raw: RawBody) -> Caller | None:
-    """The signer of a signed request, or None for an unsigned one (a badly signed one is refused: 401)."""
-    if not any(h in request.headers for h in ("x-timebank-signer", "x-timebank-signature")):
-        return None
-    return await signed_caller(request, raw)
-
-
-OptionalCaller = Annotated[Caller | None, Depends(optional_caller)]
 
 
 # ----- schemas ------------------------------------------------------------------------------------

@@ -1,0 +1,37 @@
+"""signed requests' nonces (one use each) and recorded location exemptions
+
+Revision ID: 0004_security
+Revises: 0003_commands
+Create Date: 2026-11-30 14:05:00
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0004_security'
+down_revision = '0003_commands'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('request_nonces',
+    sa.Column('nonce', sa.String(length=66), nullable=False),
+    sa.Column('signer', sa.String(length=42), nullable=False),
+    sa.Column('expires_at', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('nonce')
+    )
+    op.create_index('ix_request_nonces_expires', 'request_nonces', ['expires_at'], unique=False)
+    op.create_table('location_exemptions',
+    sa.Column('account', sa.String(length=66), nullable=False),
+    sa.Column('admin', sa.String(length=42), nullable=False),
+    sa.Column('reason', sa.Text(), nullable=False),
+    sa.Column('created_at', sa.Float(), nullable=False),
+    sa.PrimaryKeyConstraint('account')
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('location_exemptions')
+    op.drop_index('ix_request_nonces_expires', table_name='request_nonces')
+    op.drop_table('request_nonces')

@@ -26,6 +26,7 @@ from .routes import commands as commands_routes
 from .routes import people as people_routes
 from .routes import web as web_routes
 from .service import Service
+from .serving import BodyLimit
 from .settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,9 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         docs_url=None,  # /docs with local assets: api/routes/web.py
         redoc_url=None,
     )
+
+    # bodies over the limit are refused before they are read (api/serving.py)
+    app.add_middleware(BodyLimit, limit=lambda _path: settings.max_body_bytes)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError):

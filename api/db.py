@@ -61,6 +61,7 @@ class Order(Base):
         Index("ix_orders_volunteer_time", "volunteer", "start_time"),
         Index("ix_orders_payer_status", "payer", "status"),
         Index("ix_orders_batch", "batch_id"),
+        Index("ix_orders_station_accepted", "station", "accepted_at"),
     )
 
 
@@ -195,6 +196,17 @@ class RequestNonce(Base):
     expires_at: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (Index("ix_request_nonces_expires", "expires_at"),)
+
+
+class AccountLink(Base):
+    """A family link as the chain holds it (`LinkAccounts`, event `AccountsLinked`): `beneficiary` may be
+    served on `payer`'s hours, or given them in a transfer, while `linked`."""
+
+    __tablename__ = "account_links"
+
+    payer: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    beneficiary: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    linked: Mapped[bool] = mapped_column(Boolean)
 
 
 class LocationExemption(Base):

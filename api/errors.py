@@ -47,6 +47,12 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "insufficient_balance": (422, "the payer's balance less minutes already promised does not cover the order"),
     "location_mismatch": (422, "check-in or check-out is too far from the recipient's registered location"),
     "qualification_required": (422, "the professional service type needs a registered qualification"),
+    "recipient_other_district": (422, "a service's recipient is an account of another district than the order's"),
+    "payer_not_linked": (422, "the payer has not linked the recipient (or the transfer's receiver) with LinkAccounts"),
+    "transfer_other_district": (422, "a transfer is signed by a station of another district than the payer's"),
+    "recipient_no_location": (422, "the recipient has no registered location and no administrator's exemption"),
+    "station_daily_limit": (422, "the station's orders of the day would be over its ceiling of minutes a day"),
+    "details_too_large": (413, "the order's details (or their notes) are over the size limit"),
     # state conflicts
     "order_id_conflict": (409, "an order with this orderId and other content exists"),
     "volunteer_overlap": (409, "another order of the same volunteer overlaps in time"),

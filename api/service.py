@@ -61,6 +61,8 @@ class Service:
         self.batcher = Batcher(self.chain, self.sender, self.sessions, settings, reads=self.reads)
         self.writer.on_commit = self.batcher.accepted
         self.follower.on_change = self.writer.cache.invalidate
+        # payer_not_linked needs the contract's family links (PROTOCOL.md v1.1 LinkAccounts)
+        self.writer.cache.links_enforced = any(e.get("name") == "AccountsLinked" for e in self.chain.contract.abi)
         self.commands = Commands(self)
         self.follower.on_reset = self.commands.chain_lost_blocks
         self.batcher.on_change = self.writer.cache.invalidate

@@ -49,9 +49,12 @@ class Settings(BaseSettings):
     clock_skew_seconds: int = Field(300, ge=0)
     max_checkin_distance_m: float = Field(500.0, gt=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_details_bytes: int = Field(4096, ge=256)  # an order's details as compact JSON
+    station_daily_minutes: int = Field(24 * 60 * 8, ge=1)  # a station's orders, minutes a day (China Standard Time)
     # Signed requests (api/auth.py): how far a timestamp may be from the clock, and the names (host[:port],
     # comma-separated) the service answers under; unset: TIMEBANK_HOST:TIMEBANK_PORT, localhost and 127.0.0.1
     # with that port.
+    header_timeout_seconds: float = Field(10.0, gt=0)  # a connection sends a request's headers within this
     request_window_seconds: int = Field(60, ge=5, le=600)
     public_hosts: str = ""
     bulk_max_items: int = Field(1000, ge=1, le=1000)

@@ -1,4 +1,4 @@
-"""signed requests' nonces (one use each) and recorded location exemptions
+"""signed requests' nonces (one use each), family links, recorded location exemptions, orders by station and time
 
 Revision ID: 0004_security
 Revises: 0003_commands
@@ -22,6 +22,13 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('nonce')
     )
     op.create_index('ix_request_nonces_expires', 'request_nonces', ['expires_at'], unique=False)
+    op.create_table('account_links',
+    sa.Column('payer', sa.String(length=66), nullable=False),
+    sa.Column('beneficiary', sa.String(length=66), nullable=False),
+    sa.Column('linked', sa.Boolean(), nullable=False),
+    sa.PrimaryKeyConstraint('payer', 'beneficiary')
+    )
+    op.create_index('ix_orders_station_accepted', 'orders', ['station', 'accepted_at'], unique=False)
     op.create_table('location_exemptions',
     sa.Column('account', sa.String(length=66), nullable=False),
     sa.Column('admin', sa.String(length=42), nullable=False),
@@ -33,5 +40,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('location_exemptions')
+    op.drop_index('ix_orders_station_accepted', table_name='orders')
+    op.drop_table('account_links')
     op.drop_index('ix_request_nonces_expires', table_name='request_nonces')
     op.drop_table('request_nonces')

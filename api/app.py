@@ -25,6 +25,7 @@ from .routes import certificates as certificates_routes
 from .routes import commands as commands_routes
 from .routes import people as people_routes
 from .routes import web as web_routes
+from .certificates import Verifications
 from .service import Service
 from .serving import BodyLimit
 from .settings import Settings, get_settings
@@ -135,9 +136,11 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     async def lifespan(app: FastAPI):
         own = service is None
         app.state.service = service or Service(settings)
+        app.state.verifications = Verifications(settings.certificate_verify_workers, settings.certificate_verify_waiting)
         if own:
             app.state.service.start()
         yield
+        app.state.verifications.close()
         if own:
             app.state.service.stop()
 
@@ -258,6 +261,17 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         """Set an account's registered location and professional qualification (signed request of the
         administrator of the account's district, or the city's)."""
         return await run_in_threadpool(s.set_profile, who, _hex32(account_id, "accountId"), body)
+
+    @app.put("/v1/accounts/{account_id}/location-exemption", tags=["accounts"], responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, **ERRORS})
+    async def put_location_exemption(account_id: str, s: ServiceDep, who: SignedCaller, body: JsonBody) -> dict[str, Any]:
+        """Record that a recipient with no registered location may be served (`{reason}`; signed request of
+        the administrator of the account's district, or the city's)."""
+        return await run_in_threadpool(s.set_location_exemption, who, _hex32(account_id, "accountId"), body)
+
+    @app.delete("/v1/accounts/{account_id}/location-exemption", tags=["accounts"], responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, **ERRORS})
+    async def delete_location_exemption(account_id: str, s: ServiceDep, who: SignedCaller) -> dict[str, Any]:
+        """End a recipient's location exemption (same signers)."""
+        return await run_in_threadpool(s.set_location_exemption, who, _hex32(account_id, "accountId"), None)
 
     @app.post(
         "/v1/admin/commands",

@@ -65,6 +65,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "not_eligible": (422, "a monthly grant to a person with no eligibility category"),
     "account_wrong_kind": (422, "the account is not of the kind this needs (a group, a volunteer member)"),
     "account_mismatch": (422, "the person's district or kind differs from the account's on chain"),
+    "verification_busy": (429, "as many certificates are being verified as the service allows: try again shortly"),
     # lookups
     "not_found": (404, "no such resource"),
     # the chain

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     max_checkin_distance_m: float = Field(500.0, gt=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_details_bytes: int = Field(4096, ge=256)  # an order's details as compact JSON
+    certificate_max_orders: int = Field(3000, ge=1)  # orders of one certificate POST /v1/certificates/verify checks
+    certificate_verify_workers: int = Field(2, ge=1, le=16)  # its own threads
+    certificate_verify_waiting: int = Field(2, ge=0)  # verifications waiting for a thread; more: 429 verification_busy
     station_daily_minutes: int = Field(24 * 60 * 8, ge=1)  # a station's orders, minutes a day (China Standard Time)
     # Signed requests (api/auth.py): how far a timestamp may be from the clock, and the names (host[:port],
     # comma-separated) the service answers under; unset: TIMEBANK_HOST:TIMEBANK_PORT, localhost and 127.0.0.1

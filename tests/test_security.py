@@ -166,3 +166,144 @@ def test_signatures_with_v_0_or_1_are_refused(api, world):
     low = api.client.post("/v1/admin/commands", json={"type": "Grant", "message": message, "signature": P.to_hex(sig[:64] + bytes([sig[64] - 27]))})
     error_of(low, 400, "bad_signature")
     assert world.terminal.post(body).status_code == 201
+
+
+# ----- 2. intake rules of consent and place -------------------------------------------------------
+
+
+def test_a_station_serves_only_recipients_of_its_district(api, world):
+    """Station A signed an order whose payer and recipient are a district-B elderly person: accepted
+    before, refused now."""
+    elder_b = world.new_account(2, admin=world.other_admin, district=OTHER_DISTRICT, grant=600)
+    body = world.terminal.order(world.new_account(1), elder_b, elder_b, minutes=30)
+    error_of(world.terminal.post(body), 422, "recipient_other_district")
+    assert api.client.get(f"/v1/accounts/{elder_b}").json()["pendingDebitMinutes"] == 0
+
+
+def test_a_recipient_without_a_location_is_served_only_with_an_exemption(api, world):
+    elder = world.new_account(2, grant=600, location=None)
+    volunteer = world.new_account(1)
+    far = world.terminal.order(volunteer, elder, elder, minutes=30)  # would have checked in anywhere
+    error_of(world.terminal.post(far), 422, "recipient_no_location")
+    # the district's administrator records an exemption (another district's cannot)
+    path = f"/v1/accounts/{elder}/location-exemption"
+    error_of(signed(api, world, world.other_admin.key, "PUT", path, {"reason": "lives in a care home"}), 403, "forbidden")
+    error_of(signed(api, world, None, "PUT", path, {"reason": "lives in a care home"}), 401, "unauthenticated")
+    recorded = signed(api, world, world.admin.key, "PUT", path, {"reason": "lives in a care home"})
+    assert recorded.status_code == 200, recorded.text
+    assert recorded.json()["admin"] == world.admin.address.lower() and recorded.json()["reason"] == "lives in a care home"
+    assert world.terminal.post(world.terminal.order(volunteer, elder, elder, minutes=30)).status_code == 201
+    assert signed(api, world, world.admin.key, "DELETE", path).status_code == 200
+    error_of(world.terminal.post(world.terminal.order(volunteer, elder, elder, minutes=30)), 422, "recipient_no_location")
+
+
+def test_transfers_have_sane_times_and_the_payers_district(api, world):
+    saver = world.new_account(1, grant=600)
+    parent = world.new_account(1)
+    now = int(time.time()) - 3600
+    zero = world.terminal.order(parent, saver, parent, minutes=100, service_type=100, start=0, duration=now)
+    error_of(world.terminal.post(zero), 422, "service_too_long")
+    saver_b = world.new_account(1, admin=world.other_admin, district=OTHER_DISTRICT, grant=600)
+    foreign = world.terminal.order(parent, saver_b, parent, minutes=100, service_type=100, start=now, duration=0)
+    error_of(world.terminal.post(foreign), 422, "transfer_other_district")
+    own = world.terminal.order(parent, saver, parent, minutes=100, service_type=100, start=now, duration=0)
+    assert world.terminal.post(own).status_code == 201  # the contract of this chain has no family links yet
+
+
+def test_a_station_has_a_ceiling_of_minutes_a_day(api, world):
+    terminal = Terminal(secrets.token_bytes(32), api.client, world.domain, DISTRICT)
+    world.admin.ok("RegisterStation", station=terminal.address, district=DISTRICT)
+    elder = world.new_account(2, grant=20000)
+    limit = api.settings.station_daily_minutes
+    # orders of the day up to the ceiling are accepted, the next minute is refused
+    volunteers = [world.new_account(1) for _ in range(3)]
+    accepted = 0
+    for i in range(limit // 720):
+        answer = terminal.post(terminal.order(volunteers[i % 3], elder, elder, minutes=720, start=int(time.time()) - 12 * 3600 - 3600 * 24 * (i // 3 + 1)))
+        assert answer.status_code == 201, answer.text
+        accepted += 720
+    rest = limit - accepted
+    if rest:
+        assert terminal.post(terminal.order(volunteers[0], elder, elder, minutes=rest, start=int(time.time()) - 23 * 3600)).status_code == 201
+    error_of(terminal.post(terminal.order(volunteers[1], elder, elder, minutes=1, start=int(time.time()) - 22 * 3600)), 422, "station_daily_limit")
+    # another station of the district is not held up
+    assert world.terminal.post(world.terminal.order(volunteers[2], elder, elder, minutes=1)).status_code == 201
+
+
+# ----- 7. large bodies refused before they are read -----------------------------------------------
+
+
+def _raw_request(api, head: bytes, body: bytes = b"", timeout: float = 10) -> tuple[bytes, int]:
+    """Sends `head` and as much of `body` as the service reads; the answer and how much of the body went."""
+    with socket.create_connection(("127.0.0.1", api.port), timeout=timeout) as sock:
+        sock.sendall(head)
+        sent = 0
+        try:
+            while sent < len(body):
+                sent += sock.send(body[sent : sent + 65536])
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if b"\r\n\r\n" in answer and b"body_too_large" in answer:
+                    break
+        except (ConnectionResetError, TimeoutError):
+            pass
+    return answer, sent
+
+
+def test_a_body_over_the_limit_is_refused_by_its_length_before_it_is_read(api):
+    limit = api.settings.max_body_bytes
+    head = f"POST /v1/orders HTTP/1.1\r\nHost: {host_of(api.client.base_url)}\r\nContent-Type: application/json\r\nContent-Length: {limit + 1}\r\n\r\n".encode()
+    started = time.monotonic()
+    answer, _sent = _raw_request(api, head)  # no body sent at all: the answer comes anyway
+    assert answer.startswith(b"HTTP/1.1 413") and b"body_too_large" in answer, answer[:300]
+    assert time.monotonic() - started < 5
+
+
+def test_a_streamed_body_is_cut_off_at_the_limit(api):
+    limit = api.settings.max_body_bytes
+    chunk = b"x" * 65536
+    stream = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(limit // len(chunk) + 40)) + b"0\r\n\r\n"
+    head = f"POST /v1/orders HTTP/1.1\r\nHost: {host_of(api.client.base_url)}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+    answer, _sent = _raw_request(api, head, stream)
+    assert answer.startswith(b"HTTP/1.1 413") and b"body_too_large" in answer, answer[:300]
+
+
+def test_details_and_notes_are_capped(api, world):
+    elder = world.new_account(2, grant=600)
+    body = world.terminal.order(world.new_account(1), elder, elder, minutes=10)
+    for extra, code in (({"notes": "护" * 501}, "details_too_large"), ({"trail": [[32.05, 118.79, i] for i in range(400)]}, "details_too_large")):
+        d = {**body["details"], **extra}
+        big = world.terminal.signed({**body["order"], "detailsHash": P.to_hex(P.details_hash(d))}, d)
+        error_of(world.terminal.post(big), 413, code)
+    assert world.terminal.post(body).status_code == 201
+
+
+# ----- 11. slow connections closed ----------------------------------------------------------------
+
+
+def test_slow_header_connections_are_closed_and_do_not_hold_the_service(api):
+    timeout = api.settings.header_timeout_seconds
+    slow = []
+    for _ in range(200):
+        sock = socket.create_connection(("127.0.0.1", api.port), timeout=timeout + 20)
+        sock.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")  # and never the end of the headers
+        slow.append(sock)
+    try:
+        assert api.client.get("/v1/health").status_code == 200  # served meanwhile
+        started = time.monotonic()
+        for sock in slow:
+            sock.sendall(b"X-A: b\r\n")  # dribbling does not keep a connection open
+        closed = 0
+        for sock in slow:
+            try:
+                closed += sock.recv(1024) == b""
+            except (ConnectionResetError, TimeoutError):
+                closed += 1
+        assert closed == 200 and time.monotonic() - started < timeout + 10
+    finally:
+        for sock in slow:
+            sock.close()

@@ -54,6 +54,7 @@ class Service:
         self.read_engine = db.make_engine(settings.database_url, writer=False)
         self.sessions = db.session_factory(self.engine)
         self.reads = db.session_factory(self.read_engine)
+        self.id_hash_key = settings.id_hash_key_bytes(self.chain_id)
         self.sender = TxSender(self.chain, settings.relayer_private_key(self.chain_id), self.sessions)
         self.city_admin = self.chain.city_admin()
         self.follower = Follower(self.chain, self.sessions, self._deployment_block(), settings.confirmations, reads=self.reads)
@@ -323,7 +324,7 @@ class Service:
         """Checks a signed administrative command (signature and role), relays it to the contract, and
         answers once the chain has mined it and the mirror has applied it."""
         if not isinstance(body, dict) or not {"type", "message", "signature"} <= body.keys():
-            raise ApiError("invalid_request", "expected an object with type, message and signature")
+            raise ApiError("invalid_request", "expected an object with type, message and signature (and cardNumber for RegisterAccount)")
         kind = body["type"]
         if not isinstance(kind, str) or kind not in protocol.COMMAND_FUNCTIONS:
             raise ApiError("unknown_type", f"unknown command type {str(kind)[:40]!r}")
@@ -334,6 +335,8 @@ class Service:
         except protocol.ProtocolError as exc:
             raise ApiError(exc.code, exc.message) from None
         self.require_command_role(kind, message, signer)
+        if kind == "RegisterAccount":
+            self.require_card_district(message, body.get("cardNumber"))
         call = self.command_call(kind, message, signer, signature)
         # a monthly grant (api/people.py) is refused when the period's grant is recorded, and recorded after
         with people.monthly_grant_claim(self, kind, message) as claim:
@@ -368,6 +371,22 @@ class Service:
                 district = None
         if district is not None and district != own:
             raise ApiError("unauthorized", f"{signer} is not the administrator of the district this command acts in")
+
+    def require_card_district(self, message: dict[str, Any], card_number: Any) -> None:
+        """A RegisterAccount's card must carry the command's district code (`card_other_district`). The
+        chain sees only keccak256(cardNumber): the card number is the registered person's
+        (POST /v1/people), or the `cardNumber` given beside the command (which must hash to the account)."""
+        account = message["account"]
+        if card_number is not None:
+            card_number = people.parse_card_number(card_number)
+            if people.account_of(card_number) != account:
+                raise ApiError("account_mismatch", "cardNumber: its keccak256 is not the command's account")
+        else:
+            with self.reads() as session:
+                person = session.get(db.Person, account)
+            card_number = person.card_number if person is not None else None
+        if card_number is not None:
+            people.require_card_of(card_number, message["district"])
 
     def command_call(self, kind: str, message: dict[str, Any], signer: str, signature: bytes):
         """The contract call of a checked command (raises `ApiError` when it cannot be made)."""

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Anvil's second well-known development key: the relayer of the embedded default chain (chain id 31337).
 DEV_CHAIN_ID = 31337
 DEV_RELAYER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+# The ID-number hash key of the embedded development chain only (never use it elsewhere).
+DEV_ID_HASH_KEY = "timebank-development-id-hash-key-31337"
 
 
 class Settings(BaseSettings):
@@ -31,6 +33,7 @@ class Settings(BaseSettings):
     relayer_key: str | None = None
     relayer_keystore: Path | None = None
     relayer_keystore_password: str | None = None
+    id_hash_key: str | None = None  # TIMEBANK_ID_HASH_KEY
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -67,6 +70,17 @@ class Settings(BaseSettings):
         if self.public_hosts.strip():
             return frozenset(h.strip().lower() for h in self.public_hosts.split(",") if h.strip())
         return frozenset(f"{h}:{self.port}".lower() for h in (self.host, "localhost", "127.0.0.1"))
+
+    def id_hash_key_bytes(self, chain_id: int) -> bytes:
+        """The key of the ID numbers' HMAC-SHA256 (TIMEBANK_ID_HASH_KEY: at least 32 characters, from the
+        environment or a secrets store, never in the database); a fixed development value on chain 31337."""
+        if self.id_hash_key:
+            if len(self.id_hash_key) < 32:
+                raise RuntimeError("TIMEBANK_ID_HASH_KEY: at least 32 characters (e.g. `openssl rand -hex 32`)")
+            return self.id_hash_key.encode("utf-8")
+        if chain_id == DEV_CHAIN_ID:
+            return DEV_ID_HASH_KEY.encode("utf-8")
+        raise RuntimeError(f"chain {chain_id} is not the embedded development chain: set TIMEBANK_ID_HASH_KEY (the ID numbers' hash key)")
 
     def relayer_private_key(self, chain_id: int) -> bytes:
         if self.relayer_key:

@@ -307,3 +307,120 @@ def test_slow_header_connections_are_closed_and_do_not_hold_the_service(api):
     finally:
         for sock in slow:
             sock.close()
+
+
+# ----- 5. ID numbers: a keyed hash, and auditors learn only whether one matches -----------------
+
+
+def test_id_numbers_are_keyed_and_only_matched(api, world, auditors):
+    import hashlib
+
+    number, account = card()
+    id_number = "320102193901010021"
+    assert signed(api, world, world.admin.key, "POST", "/v1/people", {"cardNumber": number, "district": DISTRICT, "kind": 2, "name": "王秀英", "idNumber": id_number}).status_code == 201
+    with api.service.reads() as session:
+        stored = session.get(db.Person, account).id_number_hash
+    # no salt to try candidates with: the HMAC key is not in the database
+    assert stored.startswith("hmac-sha256$") and id_number not in stored
+    assert hashlib.sha256(id_number.encode()).hexdigest() not in stored
+    view = signed(api, world, auditors["district"], "GET", f"/v1/people/{number}").json()
+    assert "idNumberHash" not in view and stored not in json.dumps(view) and view["idNumberLegacy"] is False
+    path = f"/v1/people/{number}/id-number-match"
+    assert signed(api, world, auditors["district"], "POST", path, {"idNumber": id_number}).json() == {"match": True, "legacy": False}
+    assert signed(api, world, auditors["district"], "POST", path, {"idNumber": "320102193901010038"}).json()["match"] is False
+    for key in (auditors["other"], world.other_admin.key, secrets.token_bytes(32)):
+        error_of(signed(api, world, key, "POST", path, {"idNumber": id_number}), 403, "forbidden")
+    error_of(signed(api, world, None, "POST", path, {"idNumber": id_number}), 401, "unauthenticated")
+
+
+def test_legacy_salted_hashes_are_marked_and_still_match(api, world):
+    """A row of before the keyed hash (as the migration marks it) is shown as legacy; entering the ID
+    number again re-keys it."""
+    import hashlib
+
+    number, account = card()
+    assert signed(api, world, world.admin.key, "POST", "/v1/people", {"cardNumber": number, "district": DISTRICT, "kind": 1, "name": "李四", "idNumber": "320102199001010011"}).status_code == 201
+    salt = secrets.token_hex(16)
+    with api.service.sessions() as session, session.begin():
+        session.get(db.Person, account).id_number_hash = f"legacy${salt}${hashlib.sha256((salt + '320102199001010011').encode()).hexdigest()}"
+    assert signed(api, world, world.admin.key, "GET", f"/v1/people/{number}").json()["idNumberLegacy"] is True
+    path = f"/v1/people/{number}/id-number-match"
+    assert signed(api, world, world.admin.key, "POST", path, {"idNumber": "320102199001010011"}).json() == {"match": True, "legacy": True}
+    assert signed(api, world, world.admin.key, "PATCH", f"/v1/people/{number}", {"idNumber": "320102199001010011"}).status_code == 200
+    assert signed(api, world, world.admin.key, "GET", f"/v1/people/{number}").json()["idNumberLegacy"] is False
+
+
+def test_the_id_hash_key_is_required_outside_development():
+    from api.settings import Settings
+
+    with pytest.raises(RuntimeError, match="TIMEBANK_ID_HASH_KEY"):
+        Settings(id_hash_key=None).id_hash_key_bytes(31338)
+    with pytest.raises(RuntimeError, match="at least 32"):
+        Settings(id_hash_key="short").id_hash_key_bytes(31338)
+    assert Settings(id_hash_key="k" * 32).id_hash_key_bytes(31338) == b"k" * 32
+    assert Settings(id_hash_key=None).id_hash_key_bytes(31337)  # the development chain's fixed value
+
+
+# ----- 6. certificate verification cannot tie up the service ------------------------------------
+
+
+def test_certificate_verification_is_capped_and_kept_off_intake(api, world):
+    import concurrent.futures
+    import httpx
+
+    volunteer = world.new_account(1)
+    elder = world.new_account(2, grant=600)
+    body = world.terminal.order(volunteer, elder, elder, minutes=10)
+    assert world.terminal.post(body).status_code == 201
+    wait_anchored(api.client, body["order"]["orderId"])
+    certificate = api.client.get(f"/v1/accounts/{volunteer}/certificate").json()
+    assert api.client.post("/v1/certificates/verify", json=certificate).json()["valid"] is True
+    big = {**certificate, "orders": certificate["orders"] * (api.settings.certificate_max_orders + 1)}
+    error_of(api.client.post("/v1/certificates/verify", json=big), 400, "too_many_items")
+    # many large ones at once: some are refused 429, health and intake answer meanwhile
+    heavy = {**certificate, "orders": certificate["orders"] * 400}
+    payload = json.dumps(heavy).encode()
+
+    def verify(_):
+        with httpx.Client(base_url=api.url, timeout=120) as client:
+            return client.post("/v1/certificates/verify", content=payload, headers={"content-type": "application/json"}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        futures = [pool.submit(verify, i) for i in range(20)]
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert api.client.get("/v1/health").status_code == 200
+        health_seconds = time.monotonic() - started
+        statuses = [f.result() for f in futures]
+    assert set(statuses) <= {200, 429}, statuses
+    assert health_seconds < 5, health_seconds
+    # while every slot is taken, one more is refused at once
+    verifications = api.server.config.app.state.verifications
+    taken = 0
+    while verifications.slots.acquire(blocking=False):
+        taken += 1
+    try:
+        assert taken == api.settings.certificate_verify_workers + api.settings.certificate_verify_waiting
+        error_of(api.client.post("/v1/certificates/verify", json=certificate), 429, "verification_busy")
+    finally:
+        for _ in range(taken):
+            verifications.slots.release()
+    assert api.client.post("/v1/certificates/verify", json=certificate).json()["valid"] is True
+
+
+# ----- 9. card numbers carry their district code --------------------------------------------------
+
+
+def test_a_district_cannot_take_another_districts_card(api, world):
+    number_b, account_b = card(f"NJ-{OTHER_DISTRICT}")
+    person = {"cardNumber": number_b, "district": DISTRICT, "kind": 1, "name": "李四", "idNumber": "320102199001010011"}
+    error_of(signed(api, world, world.admin.key, "POST", "/v1/people", person), 422, "card_other_district")
+    error_of(signed(api, world, world.admin.key, "POST", "/v1/people", {**person, "cardNumber": "SEC-B-FUTURE"}), 422, "card_other_district")
+    # RegisterAccount with the card beside it, or of a registered person
+    world.admin.nonce += 1
+    message = {"account": account_b, "district": DISTRICT, "kind": 1, "nonce": world.admin.nonce}
+    answer = api.client.post("/v1/admin/commands", json={"type": "RegisterAccount", "message": message, "signature": world.admin.sign("RegisterAccount", message), "cardNumber": number_b})
+    error_of(answer, 422, "card_other_district")
+    assert signed(api, world, world.other_admin.key, "POST", "/v1/people", {**person, "district": OTHER_DISTRICT}).status_code == 201
+    error_of(world.admin.command("RegisterAccount", account=account_b, district=DISTRICT, kind=1), 422, "card_other_district")
+    world.other_admin.ok("RegisterAccount", account=account_b, district=OTHER_DISTRICT, kind=1)

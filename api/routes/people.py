@@ -71,7 +71,7 @@ class PersonOut(BaseModel):
     status: int
     cardNumber: str | None = None
     name: str | None = None
-    idNumberHash: str | None = None
+    idNumberLegacy: bool | None = Field(None, description="the ID number is kept as a salted hash of before the keyed hash (re-enter it to re-key)")
     phone: str | None = None
     address: str | None = None
     location: Location | None = None
@@ -160,6 +160,13 @@ async def update_person(card_number: str, s: ServiceDep, who: SignedCaller, body
     """Change a person's data (signed request of the administrator of the person's district, or the
     city's); `category: null` ends the eligibility for monthly grants."""
     return await run_in_threadpool(people.update_person, s, who, card_number, body)
+
+
+@router.post("/people/{card_number}/id-number-match", responses=ERRORS)
+async def id_number_match(card_number: str, s: ServiceDep, who: SignedCaller, body: JsonBody) -> dict[str, Any]:
+    """Whether `{idNumber}` is the person's ID number: `{match, legacy}` (signed request of an administrator
+    or auditor who sees the person's data; 30 a minute a signer). The stored hash is never answered."""
+    return await run_in_threadpool(people.id_number_match, s, who, card_number, body)
 
 
 # ----- history ------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "account_wrong_kind": (422, "the account is not of the kind this needs (a group, a volunteer member)"),
     "card_other_district": (422, "the card number does not carry the district code of the district registering it"),
     "account_mismatch": (422, "the person's district or kind differs from the account's on chain"),
-    "rate_limited": (429, "too many requests of this kind from this client or signer: try again later"),
+    "too_many_requests": (429, "too many requests of this kind from this client or signer: try again later"),
     "verification_busy": (429, "as many certificates are being verified as the service allows: try again shortly"),
     # lookups
     "not_found": (404, "no such resource"),

@@ -340,7 +340,7 @@ def _id_match_budget(signer: str) -> None:
     with _id_matches_lock:
         recent = [t for t in _id_matches.get(signer, []) if now - t < 60]
         if len(recent) >= ID_MATCHES_PER_MINUTE:
-            raise ApiError("rate_limited", f"at most {ID_MATCHES_PER_MINUTE} ID-number checks a minute")
+            raise ApiError("too_many_requests", f"at most {ID_MATCHES_PER_MINUTE} ID-number checks a minute")
         recent.append(now)
         _id_matches[signer] = recent
 

@@ -58,6 +58,7 @@ os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
 import httpx  # noqa: E402
 
 from api import protocol as P  # noqa: E402
+from api.auth import host_of, sign_headers  # noqa: E402
 from scripts.chain import DEV_CHAIN_ID, DEV_KEYS, AnvilHandle, anvil_binary, free_port, rpc, stop_anvil  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -451,6 +452,19 @@ def register_world(client: httpx.Client, volunteers: int, payers: int, stations:
                 left -= part
         for job in grants:
             job.result()
+        # the elderly people's registered location (an order to a recipient without one is refused)
+        profile = json.dumps({"location": {"lat": LAT, "lon": LON}, "qualified": False}).encode()
+        host = host_of(client.base_url)
+
+        def locate(account: str) -> None:
+            path = f"/v1/accounts/{account}/profile"
+            headers = sign_headers(admin.key, separator, "PUT", path, profile, host=host)
+            response = client.put(path, content=profile, headers={**headers, "Content-Type": "application/json"})
+            if response.status_code != 200:
+                raise RuntimeError(f"profile refused: {response.status_code} {response.text[:300]}")
+
+        for job in [pool.submit(locate, a) for a in payer_ids]:
+            job.result()
     return World(domain, separator, station_keys, volunteer_ids, payer_ids)
 
 
@@ -472,6 +486,7 @@ class ServiceProcess:
             TIMEBANK_DEPLOYMENTS_DIR=str(workdir / "deployments"),
             TIMEBANK_HOST=HOST,
             TIMEBANK_PORT=str(self.port),
+            TIMEBANK_STATION_DAILY_MINUTES=str(10**12),  # weeks of orders in minutes: no daily ceiling here
         )
         env.update(extra_env)
         self.env = {k: v for k, v in env.items() if k.startswith("TIMEBANK_") and k not in ("TIMEBANK_RPC_URL",)}

@@ -469,14 +469,21 @@ def test_location_mismatch(api, world, terminal, point):
     assert point in error["message"]
     near = details(lat=32.052, lon=118.791)  # ~240 m away
     accepted(terminal, terminal.order(volunteer, elder, elder, details=near))
-    # without a registered location, any place is taken
+    # without a registered location, no service is taken (unless an administrator records an exemption)
     set_profile(api, world, elder, location=None)
-    accepted(terminal, terminal.order(volunteer, elder, elder, details=far))
+    refused(api, terminal.order(volunteer, elder, elder, details=far), 422, "recipient_no_location")
 
 
-def test_location_is_not_checked_without_a_registered_one(world, terminal):
-    volunteer, elder = world.new_account(1), world.new_account(2, grant=600)
-    accepted(terminal, terminal.order(volunteer, elder, elder, details=details(lat=-33.86, lon=151.21)))
+def test_without_a_registered_location_only_an_exemption_lets_a_service_in(api, world, terminal):
+    volunteer, elder = world.new_account(1), world.new_account(2, grant=600, location=None)
+    sydney = details(lat=-33.86, lon=151.21)
+    refused(api, terminal.order(volunteer, elder, elder, details=sydney), 422, "recipient_no_location")
+    path = f"/v1/accounts/{elder}/location-exemption"
+    raw = json.dumps({"reason": "bedridden, served where the family lives"}).encode()
+    separator = P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"])
+    headers = sign_headers(world.admin.key, separator, "PUT", path, raw, host=host_of(api.client.base_url))
+    assert api.client.put(path, content=raw, headers={**headers, "Content-Type": "application/json"}).status_code == 200
+    accepted(terminal, terminal.order(volunteer, elder, elder, details=sydney))
 
 
 def test_professional_service_needs_a_qualification(api, world, terminal, people):

@@ -228,6 +228,10 @@ def test_a_station_has_a_ceiling_of_minutes_a_day(api, world):
     error_of(terminal.post(terminal.order(volunteers[1], elder, elder, minutes=1, start=int(time.time()) - 22 * 3600)), 422, "station_daily_limit")
     # another station of the district is not held up
     assert world.terminal.post(world.terminal.order(volunteers[2], elder, elder, minutes=1)).status_code == 201
+    # the statistics flag the station: its last day is far over its usual one
+    flagged = api.client.get(f"/v1/stats?district={DISTRICT}").json()["unusualStations"]
+    assert {"district": DISTRICT, "station": terminal.address.lower(), "lastDayMinutes": limit, "usualDayMinutes": 0} in flagged
+    assert all(f["station"] != world.terminal.address.lower() or f["lastDayMinutes"] > 240 for f in flagged)
 
 
 # ----- 7. large bodies refused before they are read -----------------------------------------------

@@ -531,7 +531,9 @@ def test_repeats(api, world, terminal, people):
     ]
     for other in refused_conflict:
         error_of(terminal.post(other), 409, "order_id_conflict")
-    view = api.client.get(f"/v1/orders/{answer['orderId']}").json()
+    path = f"/v1/orders/{answer['orderId']}"
+    separator = P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"])
+    view = api.client.get(path, headers=sign_headers(world.admin.key, separator, "GET", path, host=host_of(api.client.base_url))).json()
     assert view["order"] == body["order"] and view["signature"] == body["signature"] and view["details"] == body["details"]
     # after anchoring the same request answers 200 with its new status; the conflict stays a conflict
     assert wait_anchored(api.client, answer["orderId"])["status"] == "anchored"

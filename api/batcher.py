@@ -22,8 +22,9 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from . import bundles, db, protocol
-from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert, TxSender
+from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert
 from .settings import Settings
+from .transactions import TxSender
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,12 @@ def culprits(revert: ContractRevert, orders: list[db.Order]) -> list[tuple[db.Or
         while paying and total > available:  # the newest orders go first
             o = paying.pop()
             total -= o.minutes
-            out.append((o, f"insufficient_balance: payer {account} could not cover the order when anchored"))
+            out.append((o, f"{revert.order_code}: payer {account} could not cover the order when anchored"))
         return out
     if revert.name in ("TimeBankAccountNotActive", "TimeBankUnknownAccount"):
         state = "frozen or cancelled" if revert.name == "TimeBankAccountNotActive" else "unknown"
         return [
-            (o, f"account_not_active: account {account} was {state} on chain before the order was anchored")
+            (o, f"{revert.order_code}: account {account} was {state} on chain before the order was anchored")
             for o in orders
             if account in (o.volunteer, o.payer)
         ]
@@ -175,14 +176,9 @@ class Batcher:
                         self._unsend(batch_id)
                 continue
             self._last_sent.pop(tx.id, None)
-            with self.sessions() as session, session.begin():
-                session.execute(
-                    update(db.Transaction)
-                    .where(db.Transaction.id == tx.id, db.Transaction.status == "sent")
-                    .values(status="mined" if receipt["status"] == 1 else "reverted", block_number=receipt["blockNumber"])
-                )
-                if receipt["status"] == 1:
-                    continue  # the follower marks the batch anchored once confirmed
+            self.sender.settled(tx.id, receipt)
+            if receipt["status"] == 1:
+                continue  # the follower marks the batch anchored once confirmed
             self._fail(batch_id, f"transaction {tx.tx_hash} reverted")
             log.warning("batch %s reverted on chain; its orders are batched again", batch_id)
 
@@ -231,9 +227,9 @@ class Batcher:
         self._queued = max(0, self._queued - len(orders))
         while orders:
             tree, deltas = build(orders)
-            call = self.chain.contract.functions.anchorBatch(tree.root, len(orders), deltas)
+            call = self.chain.anchor_batch(tree.root, len(orders), deltas)
             try:
-                gas = self.chain.simulate(call, self.sender.account.address)
+                gas = self.sender.simulate(call)
             except ContractRevert as revert:
                 rejected = culprits(revert, orders)
                 if not rejected:
@@ -291,9 +287,9 @@ class Batcher:
             root, count, deltas = session.execute(
                 select(db.Batch.root, db.Batch.count, db.Batch.deltas).where(db.Batch.id == batch_id)
             ).one()
-        call = self.chain.contract.functions.anchorBatch(bytes.fromhex(root[2:]), count, bytes.fromhex(deltas))
+        call = self.chain.anchor_batch(bytes.fromhex(root[2:]), count, bytes.fromhex(deltas))
         if gas is None:
-            gas = self.chain.simulate(call, self.sender.account.address)
+            gas = self.sender.simulate(call)
         # the sender's lock is taken before the database's (as the command relay does): no deadlock
         with self.sessions() as session:
             row = self.sender.record(session, call, f"batch:{batch_id}", int(gas * 1.2) + 20_000)

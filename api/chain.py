@@ -1,11 +1,15 @@
-"""The chain connector: the only module of the service that imports web3. It reads the contract's views
-and events, decodes its custom errors, and owns the relayer's transactions (`TxSender`)."""
+"""The chain connector: the only module of the service that imports web3. It speaks in the service's
+intents (anchor a batch, relay a command, read a batch, an account, a receipt, the events), decodes the
+contract's custom errors and translates them once (`CONTRACT_ERRORS`), and broadcasts signed
+transactions. It writes nothing: the relayer's transactions are recorded by `api/transactions.py`.
+
+The contract's ABI is the compiled artifact's (`build/TimeBank.json`, written by `make compile`); nothing
+is compiled at run time."""
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,15 +17,13 @@ from typing import Any, Callable
 
 import requests
 from eth_abi import decode as abi_decode
-from eth_account import Account as EthAccount
 from eth_utils import keccak
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
 from web3 import HTTPProvider, Web3
+from web3.middleware import ExtraDataToPOAMiddleware
 from web3.providers.base import JSONBaseProvider
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound, Web3RPCError
 
-from . import db
+from . import protocol
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,24 @@ class BroadcastRefused(Exception):
     """The node refused a signed transaction (funds, gas price): nothing will be mined for it."""
 
 
+# The contract's custom errors, translated once into the error catalogue (api/errors.py): the code a
+# refused command answers with (any error not listed: `command_refused`), and the code an accepted order
+# is rejected with when the batcher finds it is the cause (None: no order's doing).
+CONTRACT_ERRORS: dict[str, tuple[str, str | None]] = {
+    "TimeBankUnauthorized": ("unauthorized", None),
+    "TimeBankNonceUsed": ("nonce_used", None),
+    "ECDSAInvalidSignature": ("bad_signature", None),
+    "ECDSAInvalidSignatureS": ("bad_signature", None),
+    "ECDSAInvalidSignatureLength": ("bad_signature", None),
+    "TimeBankInsufficientBalance": ("command_refused", "insufficient_balance"),
+    "TimeBankAccountNotActive": ("command_refused", "account_not_active"),
+    "TimeBankUnknownAccount": ("command_refused", "account_not_active"),
+}
+
+
 class ContractRevert(Exception):
-    """A call the contract refused, with its custom error decoded (`name`, `args`)."""
+    """A call the contract refused, with its custom error decoded (`name`, `args_by_name`) and translated
+    (`code`, `order_code`: CONTRACT_ERRORS)."""
 
     def __init__(self, name: str, args: dict[str, Any], data: str):
         super().__init__(f"{name}({', '.join(f'{k}={v}' for k, v in args.items())})")
@@ -48,13 +66,32 @@ class ContractRevert(Exception):
         self.args_by_name = args
         self.data = data
 
+    @property
+    def code(self) -> str:
+        return CONTRACT_ERRORS.get(self.name, ("command_refused", None))[0]
+
+    @property
+    def order_code(self) -> str | None:
+        return CONTRACT_ERRORS.get(self.name, ("command_refused", None))[1]
+
 
 def load_abi() -> list[dict]:
+    """The ABI of the compiled contract (`make compile` writes it)."""
     if not ARTIFACT.exists():
-        from scripts.compile import load_artifact  # compiles on first use
-
-        return load_artifact()["abi"]
+        raise RuntimeError(f"{ARTIFACT} is missing: compile the contract first (make compile)")
     return json.loads(ARTIFACT.read_text())["abi"]
+
+
+class Call:
+    """A contract call made ready by the connector (`anchor_batch`, `command`): simulated with
+    `Chain.simulate`, signed through `Chain.transaction`. Opaque to the rest of the service."""
+
+    def __init__(self, fn: Any, description: str):
+        self._fn = fn
+        self.description = description
+
+    def __repr__(self) -> str:
+        return f"Call({self.description})"
 
 
 def _hex(value: Any) -> str:
@@ -169,6 +206,8 @@ class Chain:
             self.w3 = Web3(HTTPProvider(urls[0], request_kwargs={"timeout": timeout}))
         else:
             self.w3 = Web3(FailoverProvider(urls, timeout))
+        # proof-of-authority chains (Clique, QBFT) carry the signers' seals in a longer `extraData`
+        self.w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
         self.abi = load_abi()
         self.address = Web3.to_checksum_address(contract_address) if contract_address else None
         self.contract = self.w3.eth.contract(address=self.address, abi=self.abi) if self.address else None
@@ -213,11 +252,23 @@ class Chain:
             revert = self.decode_error(exc.args[0])
         return revert
 
-    def simulate(self, fn_call, sender: str) -> int:
+    # ----- intents: the calls the relayer sends -----------------------------------------------------
+
+    def anchor_batch(self, root: bytes, count: int, deltas: bytes) -> Call:
+        """`anchorBatch(root, count, deltas)`: a batch's Merkle root and its per-account amounts."""
+        return Call(self.contract.functions.anchorBatch(root, count, deltas), f"anchorBatch({protocol.to_hex(root)}, {count})")
+
+    def command(self, kind: str, struct: tuple, signature: bytes, *extra: Any) -> Call:
+        """The contract method of a signed administrative command (`protocol.COMMAND_FUNCTIONS`): the
+        struct, the signature, then what the method takes besides (RevokeOrder: the order and its proof)."""
+        fn = getattr(self.contract.functions, protocol.COMMAND_FUNCTIONS[kind])
+        return Call(fn(struct, signature, *extra), kind)
+
+    def simulate(self, call: Call, sender: str) -> int:
         """Estimates gas of a contract call against the pending state; raises `ContractRevert` with the
         decoded custom error when the contract would refuse it."""
         try:
-            return self._rpc(lambda: fn_call.estimate_gas({"from": sender}, block_identifier="pending"))
+            return self._rpc(lambda: call._fn.estimate_gas({"from": sender}, block_identifier="pending"))
         except (ContractCustomError, ContractLogicError, Web3RPCError) as exc:
             revert = self._revert_of(exc)
             if revert is None:
@@ -247,9 +298,6 @@ class Chain:
             return {"gasPrice": self._rpc(lambda: self.w3.eth.gas_price)}
         tip = self._rpc(lambda: self.w3.eth.max_priority_fee) if base > 0 else 0
         return {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip}
-
-    def has_code(self) -> bool:
-        return len(self._rpc(lambda: self.w3.eth.get_code(self.address))) > 0
 
     def city_admin(self) -> str:
         return self._rpc(lambda: self.contract.functions.cityAdmin().call()).lower()
@@ -307,156 +355,37 @@ class Chain:
         fn, args = self.contract.decode_function_input(tx["input"])
         return fn.fn_name, args
 
+    # ----- the relayer's transactions (signed and recorded by api/transactions.py) -----------------
 
-class TxSender:
-    """The one sender of the relayer's transactions. It owns the nonce: every transaction is signed and
-    recorded in the database (in the caller's transaction, so the record and the reason for it commit
-    together) before it is broadcast; what the chain has not mined is re-broadcast as recorded (same
-    nonce, same hash), so nothing is lost and nothing is sent twice. A transaction the node refuses
-    outright is marked `refused` and its nonce is the first one given out again, so no gap blocks the
-    transactions after it."""
-
-    def __init__(self, chain: Chain, private_key: bytes, sessions: sessionmaker):
-        self.chain = chain
-        self.account = EthAccount.from_key(private_key)
-        self.address = self.account.address.lower()
-        self.sessions = sessions
-        self._lock = threading.Lock()
-
-    def _free_nonce(self, session: Session) -> int:
-        """The lowest nonce the chain has not mined and no recorded, unrefused transaction holds."""
-        mined = self.chain._rpc(lambda: self.chain.w3.eth.get_transaction_count(self.account.address, "latest"))
-        held = set(
-            session.scalars(
-                select(db.Transaction.nonce).where(
-                    db.Transaction.sender == self.address,
-                    db.Transaction.status.in_(("sent", "mined")),  # mined: may be marked so since `mined` was read
-                    db.Transaction.nonce >= mined,
-                )
-            )
+    def transaction(self, call: Call, sender: str, nonce: int, gas: int) -> dict[str, Any]:
+        """The unsigned transaction of `call` from `sender` with `nonce` and `gas`, at today's fees."""
+        return call._fn.build_transaction(
+            {"from": Web3.to_checksum_address(sender), "nonce": nonce, "gas": gas, "chainId": self.chain_id, **self.fees()}
         )
-        nonce = mined
-        while nonce in held:
-            nonce += 1
-        return nonce
 
-    def record(self, session: Session, fn_call, purpose: str, gas: int) -> db.Transaction:
-        """Signs `fn_call` with the next free nonce and adds its record to `session`; the caller commits,
-        then calls `committed` (or `abandoned` when it rolls back). Holds the nonce lock until then."""
-        self._lock.acquire()
+    def nonce(self, sender: str) -> int:
+        """How many transactions of `sender` the chain has mined."""
+        return self._rpc(lambda: self.w3.eth.get_transaction_count(Web3.to_checksum_address(sender), "latest"))
+
+    def broadcast(self, raw: str, tx_hash: str) -> str | None:
+        """Sends a signed raw transaction; returns the node's refusal, or None when it has it (or is
+        unreachable: then it is sent again later)."""
         try:
-            nonce = self._free_nonce(session)
-            tx = fn_call.build_transaction(
-                {"from": self.account.address, "nonce": nonce, "gas": gas, "chainId": self.chain.chain_id, **self.chain.fees()}
-            )
-            signed = self.account.sign_transaction(tx)
-            tx_hash = "0x" + bytes(signed.hash).hex()
-            row = session.scalar(select(db.Transaction).where(db.Transaction.tx_hash == tx_hash))
-            if row is not None:  # the same transaction, refused before: signing is deterministic
-                row.status, row.purpose = "sent", purpose
-            else:
-                row = db.Transaction(
-                    sender=self.address,
-                    nonce=nonce,
-                    tx_hash=tx_hash,
-                    raw="0x" + bytes(signed.raw_transaction).hex(),
-                    purpose=purpose,
-                    status="sent",
-                    created_at=time.time(),
-                )
-                session.add(row)
-            session.flush()
-            return row
-        except BaseException:
-            self._lock.release()
-            raise
-
-    def committed(self, row: db.Transaction) -> None:
-        """The record is durable: broadcast it, then release the nonce lock. Raises `BroadcastRefused`
-        when the node refuses it outright (the record is then marked `refused`)."""
-        try:
-            self.resend(row)
-        finally:
-            self._lock.release()
-
-    def abandoned(self) -> None:
-        """The caller rolled back: nothing was recorded, the nonce stays free."""
-        self._lock.release()
-
-    def resend(self, row: db.Transaction) -> None:
-        """Broadcasts a recorded transaction. An unreachable node is no error (it is sent again later);
-        a refusal marks the record `refused` and raises `BroadcastRefused`."""
-        refusal = self.broadcast(row)
-        if refusal is not None:
-            with self.sessions() as session, session.begin():
-                session.execute(update(db.Transaction).where(db.Transaction.id == row.id).values(status="refused"))
-            raise BroadcastRefused(refusal)
-
-    def broadcast(self, row: db.Transaction) -> str | None:
-        """Sends the recorded raw transaction; returns the node's refusal, or None when it has it (or is
-        unreachable: then it is re-broadcast later)."""
-        try:
-            self.chain.w3.eth.send_raw_transaction(row.raw)
+            self.w3.eth.send_raw_transaction(raw)
         except CONNECTION_ERRORS:
-            log.warning("chain unavailable; transaction %s stays recorded and is re-broadcast later", row.tx_hash)
+            log.warning("chain unavailable; transaction %s stays recorded and is re-broadcast later", tx_hash)
         except (ValueError, Web3RPCError) as exc:
             message = str(exc).lower()
             if "already" in message or "known" in message:
                 return None  # the node has it
-            if "nonce too low" in message and self._known(row.tx_hash):
+            if "nonce too low" in message and self.transaction_known(tx_hash):
                 return None  # mined
-            log.warning("broadcast of %s refused: %s", row.tx_hash, exc)
+            log.warning("broadcast of %s refused: %s", tx_hash, exc)
             return str(exc)
         return None
 
-    def _known(self, tx_hash: str) -> bool:
+    def transaction_known(self, tx_hash: str) -> bool:
         try:
-            return self.chain.w3.eth.get_transaction(tx_hash) is not None
+            return self.w3.eth.get_transaction(tx_hash) is not None
         except TransactionNotFound:
             return False
-
-    def send(self, fn_call, purpose: str, gas: int) -> db.Transaction:
-        with self.sessions() as session:
-            row = self.record(session, fn_call, purpose, gas)
-            try:
-                session.commit()
-            except BaseException:
-                self.abandoned()
-                raise
-        self.committed(row)
-        return row
-
-    def unmined(self, older_than: float = 0.0) -> list[db.Transaction]:
-        """Recorded transactions still `sent` (not known mined), recorded more than `older_than` s ago."""
-        with self.sessions() as session:
-            return list(
-                session.scalars(
-                    select(db.Transaction).where(
-                        db.Transaction.sender == self.address,
-                        db.Transaction.status == "sent",
-                        db.Transaction.created_at < time.time() - older_than,
-                    )
-                )
-            )
-
-    def wait(self, tx_hash: str, timeout: float, poll: float = 0.1) -> dict:
-        deadline = time.monotonic() + timeout
-        last_broadcast = time.monotonic()
-        while True:
-            receipt = self.chain.receipt(tx_hash)
-            if receipt is not None:
-                with self.sessions() as session, session.begin():
-                    row = session.scalar(select(db.Transaction).where(db.Transaction.tx_hash == tx_hash))
-                    if row is not None and row.status == "sent":
-                        row.status = "mined" if receipt["status"] == 1 else "reverted"
-                        row.block_number = receipt["blockNumber"]
-                return receipt
-            if time.monotonic() > deadline:
-                raise TimeoutError(tx_hash)
-            if time.monotonic() - last_broadcast > 5:
-                with self.sessions() as session:
-                    row = session.scalar(select(db.Transaction).where(db.Transaction.tx_hash == tx_hash))
-                if row is not None:
-                    self.broadcast(row)
-                last_broadcast = time.monotonic()
-            time.sleep(poll)

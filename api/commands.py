@@ -85,14 +85,9 @@ class Commands:
                 break  # this block is still the chain's, and so are the ones before it
             if receipt is None:
                 lost.append(command_id)
-        nonce = chain._rpc(lambda: chain.w3.eth.get_transaction_count(sender.account.address, "latest"))
+        nonce = chain.nonce(sender.address)
         with self.service.sessions() as session, session.begin():
-            # what the chain has not mined holds no nonce: a transaction sent now takes the lowest free one
-            session.execute(
-                update(db.Transaction)
-                .where(db.Transaction.sender == sender.address, db.Transaction.status == "mined", db.Transaction.nonce >= nonce)
-                .values(status="dropped")
-            )
+            sender.not_mined_from(session, nonce)
             if lost:
                 session.execute(
                     update(db.Command).where(db.Command.id.in_(lost)).values(status=RESENDING, updated_at=time.time())
@@ -134,7 +129,7 @@ class Commands:
             self._lose(command, f"{exc.code}: {exc.message}")
             return True
         try:
-            gas = service.chain.simulate(call, sender.account.address)
+            gas = sender.simulate(call)
         except ContractRevert as revert:
             self._lose(command, f"the contract refuses it now: {revert}")
             return True

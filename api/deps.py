@@ -1,4 +1,5 @@
-"""Dependencies the routers receive (never build): the service, a signed caller, the raw JSON body."""
+"""Dependencies the routers receive (never build): the service, a signed caller, the raw and parsed
+bodies; and the one check of a 32-byte id in a path (`hex32`)."""
 
 from __future__ import annotations
 
@@ -10,23 +11,19 @@ from fastapi import Depends, Request
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from . import protocol
 from .auth import Caller, authenticate
 from .errors import ApiError
 from .service import Service
 
 
-class AccountOut(BaseModel):
-    """An account as the chain holds it, with its star level and the minutes promised in orders not yet
-    anchored (GET /v1/accounts/{id}; the history extends it)."""
-
-    account: str
-    district: int
-    kind: int
-    status: int
-    balanceMinutes: int
-    earnedMinutes: int
-    starLevel: int
-    pendingDebitMinutes: int
+def hex32(value: str, field: str) -> str:
+    """A 32-byte id of a path (an order, account, group or member id) as 0x lower-case hex; 400
+    `malformed_hex` or `wrong_length` otherwise."""
+    try:
+        return protocol.to_hex(protocol.parse_bytes(value.lower(), 32, field))
+    except protocol.ProtocolError as exc:
+        raise ApiError(exc.code, exc.message) from None
 
 
 def get_service(request: Request) -> Service:
@@ -72,6 +69,19 @@ async def json_body(raw: RawBody) -> Any:
 
 
 JsonBody = Annotated[Any, Depends(json_body)]
+
+
+async def lax_json_body(raw: RawBody) -> Any:
+    """The body of an order, bulk or command request, parsed as Python does (NaN and lone surrogates
+    included): what the protocol cannot take is refused item by item (`intake.prepare`,
+    `protocol.parse_message`), so that one bad item of a bulk request does not refuse the others."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested deeper than Python parses
+        raise ApiError("invalid_request", "the body is not JSON") from None
+
+
+LaxJsonBody = Annotated[Any, Depends(lax_json_body)]
 
 
 async def signed_caller(request: Request, raw: RawBody) -> Caller:

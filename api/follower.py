@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, protocol
 from .chain import Chain
+from .transactions import TxSender
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +94,7 @@ class Follower:
         chain no longer knows, so they are anchored again."""
         log.error("chain reset detected at block %s: rebuilding the mirror", state.block_number)
         # transactions mined in the lost blocks are no longer mined: their nonces are free again
-        head = self.chain.block_number()
-        session.execute(
-            update(db.Transaction)
-            .where(db.Transaction.status == "mined", db.Transaction.block_number > head)
-            .values(status="dropped")
-        )
+        TxSender.dropped(session, self.chain.block_number())
         for table in (db.Station, db.District, db.Auditor, db.AccountLink):
             session.execute(table.__table__.delete())
         # accounts keep their off-chain profile; the chain's part is rebuilt from the events

@@ -10,26 +10,19 @@ import time
 from typing import Any
 
 from sqlalchemy import func, select, text
+from starlette.concurrency import run_in_threadpool
 
 from . import bundles, db, people, protocol
 from .batcher import Batcher
+from .chain import BroadcastRefused, Call, Chain, ChainUnavailable, ContractRevert
 from .commands import Commands
-from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert, TxSender
 from .errors import ApiError
 from .follower import Follower
-from .intake import Writer
+from .intake import Outcome, Writer, prepare
 from .settings import Settings
+from .transactions import TxSender
 
 log = logging.getLogger(__name__)
-
-# contract custom errors -> our error codes (the rest are `command_refused`)
-REVERT_CODES = {
-    "TimeBankUnauthorized": "unauthorized",
-    "TimeBankNonceUsed": "nonce_used",
-    "ECDSAInvalidSignature": "bad_signature",
-    "ECDSAInvalidSignatureS": "bad_signature",
-    "ECDSAInvalidSignatureLength": "bad_signature",
-}
 
 def sees_details(caller, district: int) -> bool:
     """Whether a signed caller may read personal data of `district`: its administrator or the city's, an
@@ -63,7 +56,7 @@ class Service:
         self.writer.on_commit = self.batcher.accepted
         self.follower.on_change = self.writer.cache.invalidate
         # payer_not_linked needs the contract's family links (PROTOCOL.md v1.1 LinkAccounts)
-        self.writer.cache.links_enforced = any(e.get("name") == "AccountsLinked" for e in self.chain.contract.abi)
+        self.writer.cache.links_enforced = any(e.get("name") == "AccountsLinked" for e in self.chain.abi)
         self.commands = Commands(self)
         self.follower.on_reset = self.commands.chain_lost_blocks
         self.batcher.on_change = self.writer.cache.invalidate
@@ -162,6 +155,35 @@ class Service:
             "followedBlock": self.follower.applied_block(),
             **commands,
         }
+
+    # ----- orders ---------------------------------------------------------------------------------
+
+    async def submit_order(self, body: Any) -> Outcome:
+        """One signed order: checked (`intake.prepare`, then the writer's checks against the stored state)
+        and, when accepted, durable before this returns. Refusals of the stateless checks raise `ApiError`."""
+        item = prepare(body, separator=self.separator, settings=self.settings)
+        (outcome,) = await self.writer.submit([item])
+        return outcome
+
+    async def submit_bulk(self, body: Any) -> list[Outcome]:
+        """Up to `bulk_max_items` orders, each answered as `submit_order` would, in order."""
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise ApiError("invalid_request", "expected an object with items")
+        if len(items) > self.settings.bulk_max_items:
+            raise ApiError("too_many_items", f"{len(items)} items, at most {self.settings.bulk_max_items}")
+        prepared = await run_in_threadpool(self._prepare_all, items)  # about 0.1 ms an item: off the event loop
+        return await self.writer.submit(prepared) if prepared else []
+
+    def _prepare_all(self, items: list) -> list:
+        """`prepare` of every bulk item, a refusal in its place."""
+        prepared: list = []
+        for item in items:
+            try:
+                prepared.append(prepare(item, separator=self.separator, settings=self.settings))
+            except ApiError as exc:
+                prepared.append(exc)
+        return prepared
 
     def order_view(self, order_id: str, caller=None) -> dict[str, Any]:
         """The order and its status. Its `details` (locations, notes, confirmation: personal data, PROTOCOL.md
@@ -388,22 +410,21 @@ class Service:
         if card_number is not None:
             people.require_card_of(card_number, message["district"])
 
-    def command_call(self, kind: str, message: dict[str, Any], signer: str, signature: bytes):
+    def command_call(self, kind: str, message: dict[str, Any], signer: str, signature: bytes) -> Call:
         """The contract call of a checked command (raises `ApiError` when it cannot be made)."""
         args = self._command_args(kind, message, signer)
-        fn = getattr(self.chain.contract.functions, protocol.COMMAND_FUNCTIONS[kind])
-        return fn(*args[:1], signature, *args[1:])
+        return self.chain.command(kind, args[0], signature, *args[1:])
 
-    def _relay(self, kind: str, call, message: dict[str, Any], signature: bytes, signer: str) -> dict[str, Any]:
+    def _relay(self, kind: str, call: Call, message: dict[str, Any], signature: bytes, signer: str) -> dict[str, Any]:
         """Simulates, sends and waits for a checked command's transaction, then for the mirror to apply it.
         The command is recorded with its transaction (`api/commands.py`), so a chain rollback cannot lose it."""
         try:
-            gas = self.chain.simulate(call, self.sender.account.address)
+            gas = self.sender.simulate(call)
         except ContractRevert as revert:
             if revert.name == "TimeBankUnauthorized":
                 district = revert.args_by_name.get("district")
                 raise ApiError("unauthorized", f"{signer} is not the administrator of district {district}") from None
-            raise ApiError(REVERT_CODES.get(revert.name, "command_refused"), f"the contract refused: {revert}") from None
+            raise ApiError(revert.code, f"the contract refused: {revert}") from None
         except ChainUnavailable:
             raise ApiError("chain_unavailable") from None
         try:

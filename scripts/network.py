@@ -40,6 +40,7 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_keys import keys as eth_keys
+from web3 import Web3
 
 from scripts.chain import DEV_KEYS, HOST
 
@@ -216,9 +217,7 @@ def init(nodes: list[Node], chain_id: int = CHAIN_ID, period: int = DEFAULT_PERI
         if not nodekey.exists():
             nodekey.write_text(secrets.token_hex(32))
             nodekey.chmod(0o600)
-        node.signer = "0x" + json.loads(next(keystore.glob("*.json")).read_text())["address"]
-        public = eth_keys.PrivateKey(bytes.fromhex(nodekey.read_text().strip())).public_key
-        node.enode = f"enode://{public.to_bytes().hex()}@{HOST}:{node.p2p_port}"
+        _identify(node)
     for node in nodes:
         (node.datadir / "config.toml").write_text(_static_nodes_toml([n.enode for n in nodes if n is not node]))
     spec = directory / "genesis.json"
@@ -232,11 +231,18 @@ def init(nodes: list[Node], chain_id: int = CHAIN_ID, period: int = DEFAULT_PERI
                 raise NetworkError(f"geth init of {node.datadir} failed:\n{done.stderr[-2000:]}")
 
 
+def _identify(node: Node) -> None:
+    """The node's signer address (from its keystore) and enode URL (from its node key)."""
+    node.signer = Web3.to_checksum_address(json.loads(next((node.datadir / "keystore").glob("*.json")).read_text())["address"])
+    public = eth_keys.PrivateKey(bytes.fromhex((node.datadir / "nodekey").read_text().strip())).public_key
+    node.enode = f"enode://{public.to_bytes().hex()}@{HOST}:{node.p2p_port}"
+
+
 def load(directory: Path = DATA_DIR, **ports) -> Network:
     nodes = layout(directory, **ports)
     spec = json.loads((Path(directory) / "genesis.json").read_text())
     for node in nodes:
-        node.signer = "0x" + json.loads(next((node.datadir / "keystore").glob("*.json")).read_text())["address"]
+        _identify(node)
     return Network(Path(directory), spec["config"]["chainId"], spec["config"]["clique"]["period"], nodes)
 
 

@@ -275,10 +275,14 @@ def test_chain_restarted_from_an_older_state_anchors_the_lost_batch_again(tmp_pa
         assert views[order_id]["txHash"] == views_a[order_id]["txHash"]
 
 
-def test_orders_accepted_on_blocks_later_lost_with_their_accounts_end_rejected(tmp_path, chain_and_service):
-    """The lost blocks also held the registration of an account that orders of the lost batch credit: the
-    chain no longer knows it, so those orders cannot be anchored again. They must end `rejected` (a final
-    state, with a reason) and the rest of the batch anchored once, not stay queued forever."""
+@pytest.mark.parametrize("nonce_taken", [False, True], ids=["command-sent-again", "command-lost"])
+def test_a_command_lost_with_the_blocks_is_sent_again_or_shown_lost(tmp_path, chain_and_service, nonce_taken):
+    """The lost blocks also held the registration of an account that orders of the lost batch credit. The
+    service sends the registration again (the administrator's signature and nonce still hold) before it
+    anchors the batch again, so every order is anchored. Unless the chain now refuses it (here: the
+    administrator's nonce was used meanwhile by another command): then the command is `lost` with the
+    reason (its status, /v1/health), and the orders that need the account end `rejected` (a final state,
+    with a reason) while the rest of the batch is anchored once, not queued forever."""
     chain, service = chain_and_service
     proc = service("rollback-accounts", TIMEBANK_BATCH_MAX_ORDERS=8).start()
     w = make_world(SimpleNamespace(client=proc.client))
@@ -292,7 +296,9 @@ def test_orders_accepted_on_blocks_later_lost_with_their_accounts_end_rejected(t
     chain.keep_state(older)
     chain.start()
     head = chain.w3.eth.block_number
-    lost_volunteer = w.new_account(1)  # registered on blocks that will be lost
+    _number, lost_volunteer = card("NJ-320102")
+    registration = w.admin.ok("RegisterAccount", account=lost_volunteer, district=DISTRICT, kind=1)  # on lost blocks
+    nonce = w.admin.nonce
     kept = post_bulk(proc, [w.terminal.order(kept_volunteer, elder, elder, minutes=30) for _ in range(2)])
     lost = post_bulk(proc, [w.terminal.order(lost_volunteer, elder, elder, minutes=40) for _ in range(2)])
     wait_until(lambda: anchored_on_chain(chain, proc, kept + lost), 30, "the batch anchored", proc)
@@ -304,10 +310,26 @@ def test_orders_accepted_on_blocks_later_lost_with_their_accounts_end_rejected(t
         chain.start()
         assert chain.w3.eth.block_number == head
         assert chain.contract.functions.getAccount(bytes.fromhex(lost_volunteer[2:])).call()[2] == 0  # unknown
+        if nonce_taken:  # the administrator's nonce used on this chain by another command, sent by someone else
+            other = card("NJ-320102")[1]
+            message = {"account": other, "district": DISTRICT, "kind": 1, "nonce": nonce}
+            struct = (bytes.fromhex(other[2:]), DISTRICT, 1, nonce)
+            tx = chain.contract.functions.registerAccount(struct, bytes.fromhex(w.admin.sign("RegisterAccount", message)[2:]))
+            assert chain.w3.eth.wait_for_transaction_receipt(tx.transact({"from": CITY.address}))["status"] == 1
     finally:
         os.kill(proc.pid, signal.SIGCONT)
 
     wait_until(lambda: "chain reset detected" in proc.log_tail(400), 30, "the reset noticed", proc)
+    command = f"/v1/admin/commands/{registration['txHash']}"
+    if not nonce_taken:
+        views = wait_until(lambda: anchored_on_chain(chain, proc, kept + lost), 60, "every order anchored again", proc)
+        view = proc.client.get(command).json()
+        assert (view["status"], view["resends"], view["acknowledged"]) == ("mined", 1, True), view
+        # (the same transaction, when the relayer's nonce and the fees came back as they were: signing is deterministic)
+        assert chain.w3.eth.get_transaction_receipt(view["currentTxHash"])["status"] == 1
+        assert_exactly_once(chain, proc, views, batches_before, {elder: 3000, kept_volunteer: 0, lost_volunteer: 0})
+        assert proc.health()["commandsLost"] == 0
+        return
     views = wait_until(lambda: anchored_on_chain(chain, proc, kept), 60, "the kept orders anchored again", proc)
     final = proc.wait_final(lost, timeout=30, final=("rejected",))
     for order_id in lost:
@@ -315,6 +337,10 @@ def test_orders_accepted_on_blocks_later_lost_with_their_accounts_end_rejected(t
         assert proc.client.get(f"/v1/orders/{order_id}/proof").status_code == 409
     assert_exactly_once(chain, proc, views, batches_before, {elder: 3000, kept_volunteer: 0})
     assert proc.client.get(f"/v1/accounts/{lost_volunteer}").status_code == 404  # the chain forgot it
+    view = proc.client.get(command).json()
+    assert view["status"] == "lost" and "TimeBankNonceUsed" in view["reason"], view
+    health = proc.health()
+    assert health["commandsLost"] == 1 and health["lostCommands"][0]["txHash"] == registration["txHash"], health
 
 
 # =====================================================================================================

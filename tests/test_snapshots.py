@@ -23,10 +23,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 import httpx
+import pytest
 from eth_account import Account
 from web3 import Web3
 
@@ -172,7 +174,17 @@ class Chain(OwnChain):
             os.kill(self.pid(name), signal.SIGKILL)
 
 
-def test_power_cuts_while_snapshots_are_written_lose_nothing_acknowledged(tmp_path):
+def test_a_power_cut_while_a_snapshot_is_written_loses_nothing_acknowledged(tmp_path):
+    _power_cuts(tmp_path, ["a little into it"])
+
+
+@pytest.mark.long
+def test_power_cuts_at_each_moment_lose_nothing_acknowledged(tmp_path):
+    _power_cuts(tmp_path, ["as the snapshot starts", "a little into it", "between snapshots"] * 2)
+
+
+def _power_cuts(tmp_path: Path, moments: list[str]) -> None:
+    """Kills the chain (Anvil and its snapshotter) at each of `moments` in turn, under load."""
     chain = Chain(port=free_port(), state_dir=tmp_path / "chain")
     chain.url = f"http://127.0.0.1:{chain.port}"
     assert "no snapshot: a new chain" in chain.cli("start")
@@ -192,7 +204,7 @@ def test_power_cuts_while_snapshots_are_written_lose_nothing_acknowledged(tmp_pa
         batches_before = chain.batch_count()
         accepted: list[str] = []
         acknowledged: list[tuple[str, str, int]] = []  # (txHash of the Grant, account, minutes)
-        problems: list[str] = []
+        refused: list[str] = []  # orders refused (not accepted: nothing promised)
 
         def orders() -> None:
             with httpx.Client(base_url=proc.url, timeout=30) as client:
@@ -202,7 +214,7 @@ def test_power_cuts_while_snapshots_are_written_lose_nothing_acknowledged(tmp_pa
                     i += 8
                     results = client.post("/v1/orders/bulk", json={"items": items}).json()["results"]
                     accepted.extend(r["orderId"] for r in results if r["httpStatus"] == 201)
-                    problems.extend(str(r) for r in results if r["httpStatus"] != 201)
+                    refused.extend(r["error"]["code"] for r in results if r["httpStatus"] != 201)
                     time.sleep(0.05)
 
         def commands() -> None:  # an administrator registering people and granting them hours meanwhile
@@ -224,7 +236,7 @@ def test_power_cuts_while_snapshots_are_written_lose_nothing_acknowledged(tmp_pa
 
         kills = []
         tmp_seen_at_kill = 0
-        for moment in ("as the snapshot starts", "a little into it", "between snapshots"):
+        for moment in moments:
             wait_until(lambda: len(acknowledged) >= 2 + 2 * len(kills), 40, "commands acknowledged", proc)
             folder = snapshot_dir(chain.state_dir)
             if moment == "between snapshots":
@@ -246,14 +258,17 @@ def test_power_cuts_while_snapshots_are_written_lose_nothing_acknowledged(tmp_pa
             assert loaded and "blocks lost" in said, said
             assert loaded.group(1) == newest.name, (said, newest)  # the interrupted one was never a snapshot
             kills.append((moment, int(loaded.group(2)), head, said.splitlines()[0]))
-        assert tmp_seen_at_kill >= 2, f"the kills missed the snapshot writes: {kills}"
+        in_write = sum(m != "between snapshots" for m in moments)
+        assert tmp_seen_at_kill >= (in_write + 1) // 2, f"the kills missed the snapshot writes: {kills}"
 
         time.sleep(1.5)  # load on the chain as it came back
         stop.set()
         for t in workers:
             t.join(60)
-        assert not problems, problems[:5]
-        assert len(accepted) > 100 and len(acknowledged) >= 6, (len(accepted), len(acknowledged))
+        # While the service rebuilds its mirror after a rollback (the chain's events from the deployment
+        # block on), a station or account may not be in it yet: those orders are refused, never accepted.
+        assert set(refused) <= {"station_unknown", "unknown_account", "account_not_active"}, Counter(refused)
+        assert len(accepted) > 50 and len(acknowledged) >= 2 * len(moments), (len(accepted), len(acknowledged))
 
         views = wait_until(lambda: anchored_on_chain(chain, proc, accepted), 120, "every accepted order anchored", proc)
         assert_exactly_once(chain, proc, views, batches_before, opening, verify=20)
@@ -265,7 +280,7 @@ def test_power_cuts_while_snapshots_are_written_lose_nothing_acknowledged(tmp_pa
             assert (kind, status, balance) == (2, 1, minutes), (account, view)
         health = proc.health()
         assert (health["commandsLost"], health["commandsResending"]) == (0, 0), health
-        print("power cuts:", *kills, sep="\n  ")
+        print("power cuts:", *kills, f"orders accepted {len(accepted)}, refused {Counter(refused)}", sep="\n  ")
         log = proc.log_tail(100_000)
         print("commands sent again:", log.count("sent again:"), "; chain resets:", log.count("chain reset detected"))
     finally:

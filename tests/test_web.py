@@ -140,7 +140,7 @@ class _Control(http.server.BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         if self.path == "/stop":
             self.service.stop()
-        elif self.path == "/start":
+        elif self.path == "/start" and not self.service.running():
             self.service.start()
         self.send_response(204)
         self.end_headers()

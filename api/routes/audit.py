@@ -1,12 +1,12 @@
-"""Supervision and audit endpoints: batch transparency, spot checks (抽查), the home-care comparison
-(居家服务订单比对), statistics for the assessment (考核) and the credit platform export. The flows are in
-`api/audit.py`."""
+"""Supervision and audit endpoints: spot checks (抽查), the home-care comparison (居家服务订单比对),
+statistics for the assessment (考核) and the credit platform export. The flows are in `api/audit.py`;
+batch transparency is `api/routes/batches.py`."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -19,14 +19,6 @@ District = Query(None, ge=1, lt=2**32, description="GB/T 2260 district code")
 Station = Query(None, description="station address (0x hex)")
 From = Query(None, alias="from", description="unix seconds or ISO 8601 (no offset: UTC+8); orders' startTime ≥ it")
 To = Query(None, alias="to", description="unix seconds or ISO 8601 (no offset: UTC+8); orders' startTime < it")
-
-
-@router.get("/batches/{batch_id}")
-async def get_batch(s: ServiceDep, batch_id: int = Path(ge=1, lt=2**63)) -> dict[str, Any]:
-    """An anchored batch (the contract's batch id): root, count, transaction, block, every order
-    (protocol fields, signature, station, leaf; no details) and the per-account amounts recomputed from the
-    orders. `timebank-verify --batch` recomputes all of it and compares it with the chain."""
-    return await run_in_threadpool(audit.batch_listing, s, batch_id)
 
 
 @router.get("/audit/spot-check")

@@ -10,23 +10,14 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from .. import certificates, protocol
-from ..deps import JsonBody, ServiceDep
-from ..errors import ApiError
+from .. import certificates
+from ..deps import JsonBody, ServiceDep, hex32
+from ..schemas import errors
 
 router = APIRouter(prefix="/v1", tags=["certificates"])
 
 
-class ErrorBody(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorBody
-
-
-ERRORS = {400: {"model": ErrorResponse}, 404: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+ERRORS = errors(400, 404, 503)
 
 
 class ChainRef(BaseModel):
@@ -75,10 +66,7 @@ class VerificationOut(BaseModel):
 
 
 def _account(value: str) -> bytes:
-    try:
-        return protocol.parse_bytes(value.lower(), 32, "accountId")
-    except protocol.ProtocolError as exc:
-        raise ApiError(exc.code, exc.message) from None
+    return bytes.fromhex(hex32(value, "accountId")[2:])
 
 
 @router.get("/accounts/{account_id}/certificate", response_model=CertificateOut, responses=ERRORS)

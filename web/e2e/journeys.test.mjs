@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
-import { after, before, test } from 'node:test'
+import { after, afterEach, before, test } from 'node:test'
 import { chromium } from 'playwright-core'
 
 const require = createRequire(import.meta.url)
@@ -78,6 +78,11 @@ before(async () => {
   page.on('pageerror', (e) => console.log('page error:', e.message))
 })
 
+afterEach(async (t) => {
+  // what the page showed at the end of each journey, for a person to look at (build output)
+  await page.screenshot({ path: join(cfg.screenshots, `end-${t.name.slice(0, 40).replace(/[^a-z0-9]+/gi, '-')}.png`), fullPage: true }).catch(() => {})
+})
+
 after(async () => {
   await browser?.close()
 })
@@ -93,7 +98,10 @@ test('a station signs an order with a voice confirmation, submits it, follows it
   await page.getByTestId('recorded').waitFor()
   await page.getByRole('button', { name: '签名并提交' }).click()
   const row = page.locator('tr[data-order]').first()
-  await row.and(page.locator('[data-status="anchored"]')).waitFor({ timeout: 60000 })
+  await row.and(page.locator('[data-status="anchored"]')).waitFor({ timeout: 60000 }).catch(async (e) => {
+    console.log('queue:', await page.locator('section[aria-labelledby="st-queue"]').innerText(), await page.locator('form').innerText())
+    throw e
+  })
   state.orderId = await row.getAttribute('data-order')
   assert.match(state.orderId, /^0x[0-9a-f]{64}$/)
   await shot('station')
@@ -173,6 +181,14 @@ test('an order signed while the service is stopped is sent when it is back, once
   await page.goto('/station')
   await unlock(cfg.stationKeystore)
   await control('stop')
+  try {
+    await offlineOrder()
+  } finally {
+    await control('start')
+  }
+})
+
+async function offlineOrder() {
   const now = Math.floor(Date.now() / 1000)
   await fillOrder({ service: '助餐', start: now - 5 * 3600, end: now - 4 * 3600, minutes: 45, method: '刷卡确认' })
   await page.getByRole('button', { name: '签名并提交' }).click()
@@ -192,7 +208,7 @@ test('an order signed while the service is stopped is sent when it is back, once
   }, orderId)
   writeFileSync(join(cfg.screenshots, 'offline-order.json'), JSON.stringify({ orderId, httpStatus: item.httpStatus, attempts: item.attempts }))
   assert.equal(item.httpStatus, 201)
-})
+}
 
 test('axe-core: no serious or critical violation on any page', async () => {
   for (const path of ['/', '/station', '/my', '/verify', '/console']) {

@@ -7,8 +7,14 @@ import { Wallet, type HDNodeWallet } from 'ethers'
  * stays in localStorage encrypted, the unlocked key only in memory.
  */
 export function useKeystore(storageKey: string) {
+  // one state per stored key: the page and its unlock form share it
+  if (!instances.has(storageKey)) instances.set(storageKey, create(storageKey))
+  return instances.get(storageKey)!
+}
+
+function create(storageKey: string) {
   const stored = ref<string | null>(localStorage.getItem(storageKey))
-  const wallet = shallowRef<Wallet | HDNodeWallet | null>(unlocked.get(storageKey) ?? null)
+  const wallet = shallowRef<Wallet | HDNodeWallet | null>(null)
   const busy = ref(false)
   const storedAddress = computed(() => {
     try {
@@ -30,7 +36,6 @@ export function useKeystore(storageKey: string) {
         stored.value = json
       }
       wallet.value = w
-      unlocked.set(storageKey, w)
       return w
     } finally {
       busy.value = false
@@ -39,7 +44,6 @@ export function useKeystore(storageKey: string) {
 
   function lock() {
     wallet.value = null
-    unlocked.delete(storageKey)
   }
 
   function forget() {
@@ -51,5 +55,4 @@ export function useKeystore(storageKey: string) {
   return { stored, storedAddress, wallet, busy, unlock, lock, forget }
 }
 
-// unlocked keys of this visit, so moving between pages does not ask the PIN again
-const unlocked = new Map<string, Wallet | HDNodeWallet>()
+const instances = new Map<string, ReturnType<typeof create>>()

@@ -54,7 +54,11 @@ async function reload() {
 }
 
 async function put(item: OutboxItem) {
-  await tx('readwrite', (s) => s.put(structuredClone(item)))
+  // plain data only (the form's values may be reactive proxies, which IndexedDB cannot clone)
+  const { recording, ...rest } = item
+  const plain: OutboxItem = JSON.parse(JSON.stringify(rest))
+  if (recording) plain.recording = { ...recording, bytes: new Uint8Array(recording.bytes) }
+  await tx('readwrite', (s) => s.put(plain))
 }
 
 /** Keeps a signed order (durably, before any network), then sends what waits. */

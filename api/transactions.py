@@ -1,0 +1,176 @@
+"""The relayer's transactions: the one sender, and the only writer of their records (`transactions`
+table, `status`: sent, mined, reverted, refused, dropped).
+
+Every transaction (batches and commands) is signed with the lowest free nonce and recorded in the
+database (in the caller's transaction, so the record and the reason for it commit together) before it is
+broadcast; what the chain has not mined is re-broadcast as recorded (same nonce, same hash), so nothing is
+lost and nothing is sent twice. A transaction the node refuses outright is marked `refused` and its nonce
+is the first one given out again, so no gap blocks the transactions after it. The chain is reached only
+through the connector (`api/chain.py`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from eth_account import Account as EthAccount
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import db
+from .chain import BroadcastRefused, Call, Chain
+
+
+class TxSender:
+    def __init__(self, chain: Chain, private_key: bytes, sessions: sessionmaker):
+        self.chain = chain
+        self.account = EthAccount.from_key(private_key)
+        self.address = self.account.address.lower()
+        self.sessions = sessions
+        self._lock = threading.Lock()
+
+    def _free_nonce(self, session: Session) -> int:
+        """The lowest nonce the chain has not mined and no recorded, unrefused transaction holds."""
+        mined = self.chain.nonce(self.address)
+        held = set(
+            session.scalars(
+                select(db.Transaction.nonce).where(
+                    db.Transaction.sender == self.address,
+                    db.Transaction.status.in_(("sent", "mined")),  # mined: may be marked so since `mined` was read
+                    db.Transaction.nonce >= mined,
+                )
+            )
+        )
+        nonce = mined
+        while nonce in held:
+            nonce += 1
+        return nonce
+
+    def simulate(self, call: Call) -> int:
+        """The gas of `call` sent by the relayer, against the pending state (`ContractRevert` when the
+        contract would refuse it)."""
+        return self.chain.simulate(call, self.account.address)
+
+    def record(self, session: Session, call: Call, purpose: str, gas: int) -> db.Transaction:
+        """Signs `call` with the next free nonce and adds its record to `session`; the caller commits,
+        then calls `committed` (or `abandoned` when it rolls back). Holds the nonce lock until then."""
+        self._lock.acquire()
+        try:
+            nonce = self._free_nonce(session)
+            signed = self.account.sign_transaction(self.chain.transaction(call, self.address, nonce, gas))
+            tx_hash = "0x" + bytes(signed.hash).hex()
+            row = session.scalar(select(db.Transaction).where(db.Transaction.tx_hash == tx_hash))
+            if row is not None:  # the same transaction, refused before: signing is deterministic
+                row.status, row.purpose = "sent", purpose
+            else:
+                row = db.Transaction(
+                    sender=self.address,
+                    nonce=nonce,
+                    tx_hash=tx_hash,
+                    raw="0x" + bytes(signed.raw_transaction).hex(),
+                    purpose=purpose,
+                    status="sent",
+                    created_at=time.time(),
+                )
+                session.add(row)
+            session.flush()
+            return row
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def committed(self, row: db.Transaction) -> None:
+        """The record is durable: broadcast it, then release the nonce lock. Raises `BroadcastRefused`
+        when the node refuses it outright (the record is then marked `refused`)."""
+        try:
+            self.resend(row)
+        finally:
+            self._lock.release()
+
+    def abandoned(self) -> None:
+        """The caller rolled back: nothing was recorded, the nonce stays free."""
+        self._lock.release()
+
+    def resend(self, row: db.Transaction) -> None:
+        """Broadcasts a recorded transaction. An unreachable node is no error (it is sent again later);
+        a refusal marks the record `refused` and raises `BroadcastRefused`."""
+        refusal = self.chain.broadcast(row.raw, row.tx_hash)
+        if refusal is not None:
+            with self.sessions() as session, session.begin():
+                session.execute(update(db.Transaction).where(db.Transaction.id == row.id).values(status="refused"))
+            raise BroadcastRefused(refusal)
+
+    def send(self, call: Call, purpose: str, gas: int) -> db.Transaction:
+        """Records and broadcasts `call` in a transaction of its own (a command's)."""
+        with self.sessions() as session:
+            row = self.record(session, call, purpose, gas)
+            try:
+                session.commit()
+            except BaseException:
+                self.abandoned()
+                raise
+        self.committed(row)
+        return row
+
+    def unmined(self) -> list[db.Transaction]:
+        """Recorded transactions still `sent` (not known mined)."""
+        with self.sessions() as session:
+            return list(
+                session.scalars(
+                    select(db.Transaction).where(db.Transaction.sender == self.address, db.Transaction.status == "sent")
+                )
+            )
+
+    def settled(self, tx_id: int, receipt: dict) -> None:
+        """The chain mined the recorded transaction `tx_id`: `mined`, or `reverted` when it failed."""
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(db.Transaction)
+                .where(db.Transaction.id == tx_id, db.Transaction.status == "sent")
+                .values(status="mined" if receipt["status"] == 1 else "reverted", block_number=receipt["blockNumber"])
+            )
+
+    @staticmethod
+    def dropped(session: Session, head: int) -> None:
+        """The chain lost the blocks after `head` (a reset or a deep reorganisation): the transactions
+        mined in them are no longer mined, and their nonces are free again (in the caller's transaction)."""
+        session.execute(
+            update(db.Transaction)
+            .where(db.Transaction.status == "mined", db.Transaction.block_number > head)
+            .values(status="dropped")
+        )
+
+    def not_mined_from(self, session: Session, nonce: int) -> None:
+        """The chain has mined only the relayer's nonces below `nonce` (it lost blocks): what was marked
+        mined from `nonce` on holds no nonce any more, so a transaction sent now takes the lowest free one
+        (in the caller's transaction)."""
+        session.execute(
+            update(db.Transaction)
+            .where(db.Transaction.sender == self.address, db.Transaction.status == "mined", db.Transaction.nonce >= nonce)
+            .values(status="dropped")
+        )
+
+    def wait(self, tx_hash: str, timeout: float, poll: float = 0.1) -> dict:
+        """The receipt of a recorded transaction once mined (its record settled), re-broadcast every 5 s
+        meanwhile; `TimeoutError` after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        last_broadcast = time.monotonic()
+        while True:
+            receipt = self.chain.receipt(tx_hash)
+            if receipt is not None:
+                row = self._row(tx_hash)
+                if row is not None:
+                    self.settled(row.id, receipt)
+                return receipt
+            if time.monotonic() > deadline:
+                raise TimeoutError(tx_hash)
+            if time.monotonic() - last_broadcast > 5:
+                row = self._row(tx_hash)
+                if row is not None:
+                    self.chain.broadcast(row.raw, row.tx_hash)
+                last_broadcast = time.monotonic()
+            time.sleep(poll)
+
+    def _row(self, tx_hash: str) -> db.Transaction | None:
+        with self.sessions() as session:
+            return session.scalar(select(db.Transaction).where(db.Transaction.tx_hash == tx_hash))

@@ -264,6 +264,7 @@ def verify_certificate(service: Service, *, body: Any) -> dict[str, Any]:
             fails.append("transfer")
         if order.orderId in seen:
             fails.append("duplicate")
+            continue  # counted once: not checked again (nor asked of the chain again)
         seen.add(order.orderId)
 
         # offline: PROTOCOL.md section 7 steps 1 and 2

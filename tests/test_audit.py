@@ -37,7 +37,7 @@ from scripts.verify_proof import (
 )
 from tests.utils import chain as C
 from tests.utils.api import Terminal, card, wait_anchored, wait_for
-from tests.utils.api_world import DISTRICT, OTHER_DISTRICT
+from tests.utils.api_world import DISTRICT, HOME, OTHER_DISTRICT, set_location
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -383,6 +383,7 @@ def test_homecare_comparison_and_revocation_of_the_double_paid_order(api, world,
     number, elder = card(f"NJ-{DISTRICT}")
     world.admin.ok("RegisterAccount", account=elder, district=DISTRICT, kind=2)
     world.admin.ok("Grant", account=elder, minutes=600, reason=1)
+    set_location(world.admin, elder, HOME)
     terminal = new_terminal(api, world)
     volunteer = world.new_account(1)
     double, fine = anchored_orders(api, world, terminal, volunteer, elder, 2, minutes=60)

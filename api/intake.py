@@ -317,6 +317,12 @@ def check_state(session: Session, p: Prepared, settings: Settings, cache: StateC
             raise ApiError("account_not_active", f"{role} {protocol.to_hex(account_id)} is frozen or cancelled")
         accounts[role] = account
     service = o.serviceType != protocol.TRANSFER_SERVICE_TYPE
+    if service and accounts["volunteer"].kind not in VOLUNTEER_KINDS:
+        raise ApiError("volunteer_wrong_kind")
+    if o.payer == o.volunteer:
+        raise ApiError("payer_is_volunteer")
+    if o.serviceType in PROFESSIONAL_SERVICE_TYPES and not accounts["volunteer"].qualified:
+        raise ApiError("qualification_required")
     # consent and place (PROTOCOL.md v1.1 section 3)
     if service and accounts["recipient"].district != o.district:
         raise ApiError("recipient_other_district", f"the recipient is an account of district {accounts['recipient'].district}, not {o.district}")
@@ -337,12 +343,6 @@ def check_state(session: Session, p: Prepared, settings: Settings, cache: StateC
         raise ApiError(
             "station_daily_limit", f"the station has {today} minutes today; {o.minutes} more is over its {settings.station_daily_minutes} a day"
         )
-    if service and accounts["volunteer"].kind not in VOLUNTEER_KINDS:
-        raise ApiError("volunteer_wrong_kind")
-    if o.payer == o.volunteer:
-        raise ApiError("payer_is_volunteer")
-    if o.serviceType in PROFESSIONAL_SERVICE_TYPES and not accounts["volunteer"].qualified:
-        raise ApiError("qualification_required")
     recipient = accounts["recipient"]
     if service and recipient.lat is not None and recipient.lon is not None:
         for point in ("checkIn", "checkOut"):

@@ -428,3 +428,32 @@ def test_a_district_cannot_take_another_districts_card(api, world):
     assert signed(api, world, world.other_admin.key, "POST", "/v1/people", {**person, "district": OTHER_DISTRICT}).status_code == 201
     error_of(world.admin.command("RegisterAccount", account=account_b, district=DISTRICT, kind=1), 422, "card_other_district")
     world.other_admin.ok("RegisterAccount", account=account_b, district=OTHER_DISTRICT, kind=1)
+
+
+def test_a_payer_serves_or_gives_only_to_the_accounts_it_linked(api, world):
+    """payer_not_linked, as intake decides it from the mirror's family links. The contract of this chain
+    has no LinkAccounts yet (protocol v1.1 is in the contract's branch): the links are written here as the
+    follower writes them from AccountsLinked events, and the rule is switched on as the service does when
+    the contract's ABI has the event."""
+    cache = api.service.writer.cache
+    saver, parent, stranger = world.new_account(1, grant=600), world.new_account(2), world.new_account(2)
+    volunteer = world.new_account(1)
+    with api.service.sessions() as session, session.begin():
+        session.add(db.AccountLink(payer=saver, beneficiary=parent, linked=True))
+        session.add(db.AccountLink(payer=saver, beneficiary=stranger, linked=False))  # linked, then unlinked
+    cache.invalidate(accounts=[saver])
+    cache.links_enforced = True
+    try:
+        for recipient in (stranger, world.new_account(2)):
+            error_of(world.terminal.post(world.terminal.order(volunteer, saver, recipient, minutes=20)), 422, "payer_not_linked")
+        now = int(time.time()) - 60
+        gift = world.terminal.order(stranger, saver, stranger, minutes=20, service_type=100, start=now, duration=0)
+        error_of(world.terminal.post(gift), 422, "payer_not_linked")
+        assert world.terminal.post(world.terminal.order(volunteer, saver, parent, minutes=20)).status_code == 201
+        gift = world.terminal.order(parent, saver, parent, minutes=20, service_type=100, start=now, duration=0)
+        assert world.terminal.post(gift).status_code == 201
+        # an elderly person paying for their own care needs no link
+        elder = world.new_account(2, grant=100)
+        assert world.terminal.post(world.terminal.order(volunteer, elder, elder, minutes=20)).status_code == 201
+    finally:
+        cache.links_enforced = False

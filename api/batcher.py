@@ -42,10 +42,21 @@ IN_FLIGHT = ("pending", "sent")
 RESEND_AFTER_SECONDS = 3.0
 
 
-def build(orders: list[db.Order]) -> tuple[protocol.MerkleTree, bytes]:
-    """A batch's Merkle tree and its per-account amounts, packed as `anchorBatch` takes them."""
+def account_indexes(session, orders: list[db.Order]) -> dict[bytes, int]:
+    """{account: its index in canonical deltas} of the orders' accounts, as the mirror holds them."""
+    accounts = {o.volunteer for o in orders} | {o.payer for o in orders}
+    rows = session.execute(
+        select(db.Account.account, db.Account.chain_index).where(
+            db.Account.account.in_(accounts), db.Account.chain_index.is_not(None)
+        )
+    ).all()
+    return {bytes.fromhex(account[2:]): index for account, index in rows}
+
+
+def build(orders: list[db.Order], index_of: dict[bytes, int]) -> tuple[protocol.MerkleTree, bytes]:
+    """A batch's Merkle tree and its canonical deltas (PROTOCOL.md section 9), as `anchorBatch` takes them."""
     leaves = [protocol.leaf(bytes.fromhex(o.digest[2:]), bytes.fromhex(o.station[2:])) for o in orders]
-    return protocol.MerkleTree(leaves), protocol.pack_amounts(bundles.amounts_of_rows(orders))
+    return protocol.MerkleTree(leaves), protocol.canonical_deltas(bundles.amounts_of_rows(orders), index_of)
 
 
 def culprits(revert: ContractRevert, orders: list[db.Order]) -> list[tuple[db.Order, str]]:
@@ -220,17 +231,24 @@ class Batcher:
                 orders = session.scalars(
                     select(db.Order).where(*queued).order_by(db.Order.seq).limit(self.settings.batch_max_orders)
                 ).all()
+                index_of = account_indexes(session, orders)
         if due > 0:
             self.wake.wait(due)
             self.wake.clear()
             return True
         self._queued = max(0, self._queued - len(orders))
+        unindexed = [o for o in orders if bytes.fromhex(o.volunteer[2:]) not in index_of or bytes.fromhex(o.payer[2:]) not in index_of]
+        if unindexed:
+            self._reject([(o, "account_not_active: an account of the order has no account index on chain") for o in unindexed])
+            orders = [o for o in orders if o not in unindexed]
         while orders:
-            tree, deltas = build(orders)
+            tree, deltas = build(orders, index_of)
             call = self.chain.anchor_batch(tree.root, len(orders), deltas)
             try:
                 gas = self.sender.simulate(call)
             except ContractRevert as revert:
+                if revert.name == "TimeBankRootAlreadyAnchored" and self._relink(orders, tree):
+                    return True
                 rejected = culprits(revert, orders)
                 if not rejected:
                     log.error("batch refused by the contract: %s", revert)
@@ -241,6 +259,32 @@ class Batcher:
                 continue
             self._record_and_send(orders, tree, deltas, gas)
             return True
+        return True
+
+    def _relink(self, orders: list[db.Order], tree: protocol.MerkleTree) -> bool:
+        """The chain already holds this root: a batch of ours that a chain reset had given up (its orders
+        queued again) whose transaction was mined after all (broadcast before the reset, mined once the
+        nonces before it were filled). The orders go back to that batch, anchored if the follower has
+        seen it already, else when it does. False when the root is not one of our batches."""
+        root = protocol.to_hex(tree.root)
+        with self.sessions() as session, session.begin():
+            batch = session.scalar(select(db.Batch).where(db.Batch.root == root))
+            if batch is None:
+                return False
+            anchored = batch.status == "anchored"
+            session.connection().execute(
+                update(db.Order.__table__)
+                .where(db.Order.__table__.c.seq == bindparam("o_seq"), db.Order.__table__.c.status == "accepted")
+                .values(
+                    batch_id=batch.id,
+                    leaf_index=bindparam("o_leaf"),
+                    status="anchored" if anchored else "accepted",
+                    anchored_at=time.time() if anchored else None,
+                ),
+                [{"o_seq": o.seq, "o_leaf": tree.tree_index[i]} for i, o in enumerate(orders)],
+            )
+        log.warning("batch %s (root %s) was anchored after all: its %d orders are back in it", batch.id, root, len(orders))
+        self.on_change(everything=True)
         return True
 
     def _reject(self, rejected: list[tuple[db.Order, str]]) -> None:

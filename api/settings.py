@@ -37,6 +37,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # the base URL people reach the service at (the QR codes of certificates and cards); default: the request's
+    public_url: str | None = None
+    # the TrueType font (glyf outlines; a .ttc's first face) embedded, as a subset, in certificate PDFs
+    cjk_font: Path | None = None
 
     # Anchoring
     batch_max_orders: int = Field(256, ge=1, le=1024)

@@ -1102,7 +1102,9 @@ def network_markdown(report: dict, command: str) -> str:
         f"64 volunteers, 16 payers), {report['orders']:,} single orders from {report['clients']} clients after 200 of "
         "warm-up, Anvil first, then the network. On the network the service's `TIMEBANK_RPC_URL` lists the four "
         "nodes and `TIMEBANK_CONFIRMATIONS` is 3 (README: confirmations on Clique), so a batch counts as anchored "
-        "two blocks later than on Anvil. \"chain cores\" is Anvil, or the first geth node (the one the service talks to).",
+        "two blocks later than on Anvil. \"chain cores\" is Anvil, or the first geth node (the one the service talks to); "
+        f"other processes of the machine used {report['anvil']['other_cores']:.2f} and {report['clique']['other_cores']:.2f} "
+        "cores during the two loads.",
         "",
         "| chain | intake orders/s | intake p50 / p99 | accept-to-anchored p50 / p99 | anchored | service / chain cores |",
         "|---|---:|---|---|---|---|",

@@ -489,6 +489,16 @@ class City:
                 response = admin.request("POST", f"/v1/groups/{group.account}/members", {"account": member.account})
                 if response.status_code not in (200, 201):
                     raise Failed(f"adding a member to {group.card}: {response.status_code} {response.text[:300]}")
+        # family links (亲属绑定, LinkAccounts), each at the payer's request by the payer's district: a
+        # volunteer's parent may be served on, or given, the volunteer's hours; a group's members its hours
+        links = [(v, v.parent) for v in self.volunteers if v.parent is not None]
+        links += [(g, m) for g in self.groups for m in g.members]
+        self.parallel(
+            lambda pair: self.command(
+                self.admins[pair[0].district], "LinkAccounts", {"payer": pair[0].account, "beneficiary": pair[1].account, "linked": True}
+            ),
+            links,
+        )
 
     # ----- 2. monthly grants ---------------------------------------------------------------------------
 
@@ -759,8 +769,10 @@ class City:
             ours = {o.order_id for o in self.orders}
             overlaps = [x["orderId"] for x in response.json()["overlaps"] if x["orderId"] in ours]
             found.extend(overlaps)
+            digests = {o.order_id: o.answer["digest"] for o in self.orders if o.answer and "digest" in o.answer}
             for order_id in overlaps:
-                self.command(admin, "RevokeOrder", {"orderId": order_id, "reason": REVOKE_PAID_TWICE})
+                message = {"orderId": order_id, "digest": digests[order_id], "reason": REVOKE_PAID_TWICE}
+                self.command(admin, "RevokeOrder", message)
         by_id = {o.order_id: o for o in self.orders}
         for order_id in found:
             if order_id in by_id:

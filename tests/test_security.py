@@ -206,8 +206,10 @@ def test_transfers_have_sane_times_and_the_payers_district(api, world):
     saver_b = world.new_account(1, admin=world.other_admin, district=OTHER_DISTRICT, grant=600)
     foreign = world.terminal.order(parent, saver_b, parent, minutes=100, service_type=100, start=now, duration=0)
     error_of(world.terminal.post(foreign), 422, "transfer_other_district")
+    error_of(world.terminal.post(world.terminal.order(parent, saver, parent, minutes=100, service_type=100, start=now, duration=0)), 422, "payer_not_linked")
+    world.admin.ok("LinkAccounts", payer=saver, beneficiary=parent, linked=True)
     own = world.terminal.order(parent, saver, parent, minutes=100, service_type=100, start=now, duration=0)
-    assert world.terminal.post(own).status_code == 201  # the contract of this chain has no family links yet
+    assert world.terminal.post(own).status_code == 201
 
 
 def test_a_station_has_a_ceiling_of_minutes_a_day(api, world):
@@ -431,29 +433,26 @@ def test_a_district_cannot_take_another_districts_card(api, world):
 
 
 def test_a_payer_serves_or_gives_only_to_the_accounts_it_linked(api, world):
-    """payer_not_linked, as intake decides it from the mirror's family links. The contract of this chain
-    has no LinkAccounts yet (protocol v1.1 is in the contract's branch): the links are written here as the
-    follower writes them from AccountsLinked events, and the rule is switched on as the service does when
-    the contract's ABI has the event."""
-    cache = api.service.writer.cache
+    """payer_not_linked: a saver's minutes pay for, or go to, only the family members its district linked
+    on chain at its request (LinkAccounts, followed from AccountsLinked into the mirror)."""
+    assert api.service.writer.cache.links_enforced  # the contract has family links (protocol v1.1)
     saver, parent, stranger = world.new_account(1, grant=600), world.new_account(2), world.new_account(2)
     volunteer = world.new_account(1)
-    with api.service.sessions() as session, session.begin():
-        session.add(db.AccountLink(payer=saver, beneficiary=parent, linked=True))
-        session.add(db.AccountLink(payer=saver, beneficiary=stranger, linked=False))  # linked, then unlinked
-    cache.invalidate(accounts=[saver])
-    cache.links_enforced = True
-    try:
-        for recipient in (stranger, world.new_account(2)):
-            error_of(world.terminal.post(world.terminal.order(volunteer, saver, recipient, minutes=20)), 422, "payer_not_linked")
-        now = int(time.time()) - 60
-        gift = world.terminal.order(stranger, saver, stranger, minutes=20, service_type=100, start=now, duration=0)
-        error_of(world.terminal.post(gift), 422, "payer_not_linked")
-        assert world.terminal.post(world.terminal.order(volunteer, saver, parent, minutes=20)).status_code == 201
-        gift = world.terminal.order(parent, saver, parent, minutes=20, service_type=100, start=now, duration=0)
-        assert world.terminal.post(gift).status_code == 201
-        # an elderly person paying for their own care needs no link
-        elder = world.new_account(2, grant=100)
-        assert world.terminal.post(world.terminal.order(volunteer, elder, elder, minutes=20)).status_code == 201
-    finally:
-        cache.links_enforced = False
+    now = int(time.time()) - 60
+    # before: any station spent anyone's minutes on anyone
+    error_of(world.terminal.post(world.terminal.order(volunteer, saver, parent, minutes=20)), 422, "payer_not_linked")
+    world.admin.ok("LinkAccounts", payer=saver, beneficiary=parent, linked=True)
+    world.admin.ok("LinkAccounts", payer=saver, beneficiary=stranger, linked=True)
+    world.admin.ok("LinkAccounts", payer=saver, beneficiary=stranger, linked=False)  # linked, then unlinked
+    for recipient in (stranger, world.new_account(2)):
+        error_of(world.terminal.post(world.terminal.order(volunteer, saver, recipient, minutes=20)), 422, "payer_not_linked")
+    gift = world.terminal.order(stranger, saver, stranger, minutes=20, service_type=100, start=now, duration=0)
+    error_of(world.terminal.post(gift), 422, "payer_not_linked")
+    assert world.terminal.post(world.terminal.order(volunteer, saver, parent, minutes=20)).status_code == 201
+    gift = world.terminal.order(parent, saver, parent, minutes=20, service_type=100, start=now, duration=0)
+    assert world.terminal.post(gift).status_code == 201
+    # an elderly person paying for their own care needs no link
+    elder = world.new_account(2, grant=100)
+    assert world.terminal.post(world.terminal.order(volunteer, elder, elder, minutes=20)).status_code == 201
+    # another district's administrator cannot link this district's payer
+    error_of(world.other_admin.command("LinkAccounts", payer=saver, beneficiary=stranger, linked=True), 403, "unauthorized")

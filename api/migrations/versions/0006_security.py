@@ -1,15 +1,15 @@
 """signed requests' nonces (one use each), family links, recorded location exemptions, orders by station and time
 
-Revision ID: 0004_security
-Revises: 0003_commands
+Revision ID: 0006_security
+Revises: 0005_account_index
 Create Date: 2026-11-30 14:05:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0004_security'
-down_revision = '0003_commands'
+revision = '0006_security'
+down_revision = '0005_account_index'
 branch_labels = None
 depends_on = None
 

@@ -26,7 +26,7 @@ from api import db
 from api import protocol as P
 from api.auth import host_of, sign_headers
 from tests.utils.api import Terminal, card, details, wait_anchored
-from tests.utils.api_world import DISTRICT, OTHER_DISTRICT
+from tests.utils.api_world import DISTRICT, OTHER_DISTRICT, link
 
 pytestmark = pytest.mark.usefixtures("api")
 
@@ -403,6 +403,7 @@ def test_group_volunteers_and_transfers_to_any_kind(world, terminal, people):
     accepted(terminal, terminal.order(group, people.elder, people.elder, minutes=30))
     # a transfer (type 100) delivers no service: any kind may receive, minutes are not bound to the duration
     family = world.new_account(2)
+    link(world.admin, people.elder, family)  # a transfer goes only to an account the payer linked
     gift = terminal.order(family, people.elder, people.elder, minutes=120, service_type=100, duration=60, details={"notes": "x"})
     accepted(terminal, gift)
 
@@ -512,6 +513,7 @@ def test_volunteer_overlap(api, world, terminal, people):
     accepted(terminal, terminal.order(people.volunteer, other_elder, other_elder, minutes=30, start=start - 1800, duration=1800))
     # another volunteer at the same time is fine, and a transfer never overlaps
     accepted(terminal, terminal.order(world.new_account(1), other_elder, other_elder, minutes=60, start=start))
+    link(world.admin, other_elder, people.volunteer)
     transfer = terminal.order(people.volunteer, other_elder, other_elder, minutes=5, service_type=100, start=start)
     accepted(terminal, transfer)
 

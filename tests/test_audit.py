@@ -37,7 +37,7 @@ from scripts.verify_proof import (
 )
 from tests.utils import chain as C
 from tests.utils.api import Terminal, card, wait_anchored, wait_for
-from tests.utils.api_world import DISTRICT, HOME, OTHER_DISTRICT, set_location
+from tests.utils.api_world import DISTRICT, HOME, OTHER_DISTRICT, link, set_location
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,6 +88,7 @@ def batch_of_three(api, world) -> tuple[int, list[dict]]:
     """Three orders of one volunteer (one a transfer), posted together and anchored; the batch id of the
     first."""
     volunteer, terminal = world.new_account(1), world.terminal
+    link(world.admin, world.elder, volunteer)  # the transfer's receiver
     bodies = anchor_all(api, [
         terminal.order(volunteer, world.elder, world.elder, minutes=30),
         terminal.order(volunteer, world.elder2, world.elder2, minutes=30),
@@ -497,6 +498,7 @@ def test_credit_export_streams_anchored_unrevoked_service_orders(api, world, aud
     terminal = new_terminal(api, world)
     volunteer, elder = world.new_account(1), world.new_account(2, grant=600)
     kept, revoked = anchored_orders(api, world, terminal, volunteer, elder, 2, minutes=25)
+    link(world.admin, elder, volunteer)
     (transfer,) = anchored_orders(api, world, terminal, volunteer, elder, 1, minutes=10, service_type=100)
     world.admin.ok("RevokeOrder", orderId=revoked["order"]["orderId"], reason=1)
     wait_for(lambda: api.client.get(f"/v1/orders/{revoked['order']['orderId']}").json()["status"] == "revoked")

@@ -46,6 +46,12 @@ class World:
         return account
 
 
+def link(admin: Admin, payer: str, beneficiary: str, linked: bool = True) -> None:
+    """A family link (LinkAccounts) by the administrator of the payer's district: `beneficiary` may be
+    served on, or given, `payer`'s minutes."""
+    admin.ok("LinkAccounts", payer=payer, beneficiary=beneficiary, linked=linked)
+
+
 def set_location(admin: Admin, account: str, location: tuple[float, float] | None, qualified: bool = False) -> None:
     """The account's registered location, by a signed request of `admin` (PUT /v1/accounts/{id}/profile)."""
     path = f"/v1/accounts/{account}/profile"

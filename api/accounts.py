@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from . import db, protocol
 from .errors import ApiError
+from .vocabulary import OrderStatus
 
 if TYPE_CHECKING:
     from .auth import Caller
@@ -27,7 +28,7 @@ def account_view(service: Service, account: bytes) -> dict[str, Any]:
     with service.reads() as session:
         promised = session.scalar(
             select(func.coalesce(func.sum(db.Order.minutes), 0)).where(
-                db.Order.payer == protocol.to_hex(account), db.Order.status == "accepted"
+                db.Order.payer == protocol.to_hex(account), db.Order.status == OrderStatus.ACCEPTED
             )
         )
     return {

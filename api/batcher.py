@@ -25,6 +25,7 @@ from . import bundles, db, protocol
 from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert
 from .settings import Settings
 from .transactions import TxSender
+from .vocabulary import BatchStatus, OrderStatus
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def _fault(point: str) -> None:
         os._exit(137)
 
 
-IN_FLIGHT = ("pending", "sent")
+IN_FLIGHT = (BatchStatus.PENDING, BatchStatus.SENT)
 RESEND_AFTER_SECONDS = 3.0
 
 
@@ -155,7 +156,7 @@ class Batcher:
         """Sends the batches recorded without a transaction (a crash between the two commits, or a
         transaction the node refused), unless the chain already holds their root."""
         with self.reads() as session:
-            lonely = session.scalars(select(db.Batch).where(db.Batch.status == "pending", db.Batch.tx_id.is_(None))).all()
+            lonely = session.scalars(select(db.Batch).where(db.Batch.status == BatchStatus.PENDING, db.Batch.tx_id.is_(None))).all()
         for batch in lonely:
             if self.chain.batch_id_of_root(bytes.fromhex(batch.root[2:])) != 0:
                 continue  # it landed: the follower marks it anchored
@@ -173,7 +174,7 @@ class Batcher:
             rows = session.execute(
                 select(db.Batch.id, db.Transaction)
                 .join(db.Transaction, db.Batch.tx_id == db.Transaction.id)
-                .where(db.Batch.status == "sent")
+                .where(db.Batch.status == BatchStatus.SENT)
             ).all()
         for batch_id, tx in rows:
             receipt = self.chain.receipt(tx.tx_hash)
@@ -199,21 +200,21 @@ class Batcher:
             session.execute(
                 update(db.Batch)
                 .where(db.Batch.id == batch_id, db.Batch.status.in_(IN_FLIGHT))
-                .values(status="failed", error=error)
+                .values(status=BatchStatus.FAILED, error=error)
             )
             session.execute(
                 update(db.Order)
-                .where(db.Order.batch_id == batch_id, db.Order.status == "accepted")
+                .where(db.Order.batch_id == batch_id, db.Order.status == OrderStatus.ACCEPTED)
                 .values(batch_id=None, leaf_index=None)
             )
 
     def _unsend(self, batch_id: int) -> None:
         with self.sessions() as session, session.begin():
-            session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=None, status="pending"))
+            session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=None, status=BatchStatus.PENDING))
 
     def step(self) -> bool:
         """Makes and sends one batch when one is due; returns whether it did."""
-        queued = (db.Order.status == "accepted", db.Order.batch_id.is_(None))
+        queued = (db.Order.status == OrderStatus.ACCEPTED, db.Order.batch_id.is_(None))
         with self.reads() as session:
             in_flight = session.scalar(
                 select(db.Batch.id).where(db.Batch.status.in_(IN_FLIGHT)).offset(self.max_in_flight - 1).limit(1)
@@ -292,8 +293,8 @@ class Batcher:
             for order, reason in rejected:
                 session.execute(
                     update(db.Order)
-                    .where(db.Order.seq == order.seq, db.Order.status == "accepted")
-                    .values(status="rejected", reason=reason)
+                    .where(db.Order.seq == order.seq, db.Order.status == OrderStatus.ACCEPTED)
+                    .values(status=OrderStatus.REJECTED, reason=reason)
                 )
         self.on_change(accounts={o.volunteer for o, _ in rejected}, balances={o.payer for o, _ in rejected})
         log.warning("rejected %d orders the chain no longer allows", len(rejected))
@@ -302,7 +303,7 @@ class Batcher:
         with self.sessions() as session:
             with session.begin():
                 root = protocol.to_hex(tree.root)
-                batch = session.scalar(select(db.Batch).where(db.Batch.root == root, db.Batch.status == "failed"))
+                batch = session.scalar(select(db.Batch).where(db.Batch.root == root, db.Batch.status == BatchStatus.FAILED))
                 if batch is None:
                     batch = db.Batch(root=root)
                     session.add(batch)
@@ -310,7 +311,7 @@ class Batcher:
                 batch.count = len(orders)
                 batch.deltas = deltas.hex()
                 batch.tree = json.dumps([node.hex() for node in tree.tree])
-                batch.status = "pending"
+                batch.status = BatchStatus.PENDING
                 batch.tx_id = batch.chain_batch_id = batch.tx_hash = batch.block_number = batch.block_hash = None
                 batch.created_at = time.time()
                 session.flush()
@@ -338,7 +339,7 @@ class Batcher:
         with self.sessions() as session:
             row = self.sender.record(session, call, f"batch:{batch_id}", int(gas * 1.2) + 20_000)
             try:
-                session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=row.id, status="sent"))
+                session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=row.id, status=BatchStatus.SENT))
                 session.commit()
             except BaseException:
                 self.sender.abandoned()

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
+from datetime import datetime
 from typing import Any
 
 import rfc8785
@@ -42,6 +43,7 @@ from sqlalchemy import select
 from . import bundles, db, names, protocol
 from .errors import ApiError
 from .service import Service
+from .vocabulary import CHINA_TIME, OrderStatus
 
 CERTIFICATE_FORMAT = "timebank-certificate/1"
 ATTACHMENT_NAME = "certificate.json"
@@ -70,18 +72,13 @@ def certificate_digest(certificate: dict[str, Any]) -> str:
     return protocol.to_hex(keccak(canonical(certificate)))
 
 
-def certificate_url(*, base_url: str, account: str) -> str:
-    """The URL of the account's JSON certificate."""
-    return f"{base_url.rstrip('/')}/v1/accounts/{account}/certificate"
-
-
 def qr_payload(*, base_url: str, account: str, digest: str) -> str:
     """What the PDF's QR code encodes: the auditor page (`/verify`) with, in the URL's fragment (kept by
-    the browser, never sent to a server), `certificate=` the URL of the account's JSON certificate
-    (percent-encoded) and `digest=` the digest of the certificate the PDF was made from. The page fetches
-    the certificate and checks every proof against the chain in the browser."""
-    base = base_url.rstrip("/")
-    return f"{base}/verify#certificate={quote(certificate_url(base_url=base, account=account), safe='')}&digest={digest}"
+    the browser, never sent to a server), `certificate=` the path of the account's JSON certificate on
+    the same service (relative: a shorter QR code) and `digest=` the digest of the certificate the PDF was
+    made from. The page fetches the certificate and checks every proof against the chain in the browser."""
+    path = quote(f"/v1/accounts/{account}/certificate", safe="/")
+    return f"{base_url.rstrip('/')}/verify#certificate={path}&digest={digest}"
 
 
 # ----- issuing ------------------------------------------------------------------------------------
@@ -125,7 +122,7 @@ def order_bundles(service: Service, *, volunteer: str) -> list[dict[str, Any]]:
             select(db.Order.order_id)
             .where(
                 db.Order.volunteer == volunteer,
-                db.Order.status == "anchored",
+                db.Order.status == OrderStatus.ANCHORED,
                 db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
             )
             .order_by(db.Order.start_time, db.Order.order_id)
@@ -349,13 +346,6 @@ def verify_certificate(service: Service, *, body: Any) -> dict[str, Any]:
 
 
 # ----- the PDF ------------------------------------------------------------------------------------
-
-try:
-    from zoneinfo import ZoneInfo
-
-    CHINA_TIME: Any = ZoneInfo("Asia/Shanghai")
-except Exception:  # no time-zone database: China Standard Time has had no daylight saving since 1991
-    CHINA_TIME = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 #: TrueType fonts with Chinese glyphs (glyf outlines, which the PDF embeds as FontFile2 subsets), in the
 #: order tried when `TIMEBANK_CJK_FONT` is not set; `make run` and `make test` install Debian's

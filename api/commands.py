@@ -27,13 +27,14 @@ from sqlalchemy import delete, func, select, update
 from . import bundles, db, people, protocol
 from .chain import BroadcastRefused, Call, ChainUnavailable, ContractRevert
 from .errors import ApiError
+from .vocabulary import CommandStatus, OrderStatus, TxStatus
 
 if TYPE_CHECKING:
     from .service import Service
 
 log = logging.getLogger(__name__)
 
-RELAYED, RESENDING, LOST = "relayed", "resending", "lost"
+RELAYED, RESENDING, LOST = CommandStatus.RELAYED, CommandStatus.RESENDING, CommandStatus.LOST
 LISTED_IN_HEALTH = 20
 REBROADCAST_SECONDS = 5.0
 
@@ -222,12 +223,12 @@ class Commands:
             rows = session.execute(
                 select(db.Command.id, db.Transaction.tx_hash, db.Transaction.block_number, db.Transaction.status)
                 .join(db.Transaction, db.Command.tx_id == db.Transaction.id)
-                .where(db.Command.status == RELAYED, db.Transaction.status.in_(("mined", "dropped")))
+                .where(db.Command.status == RELAYED, db.Transaction.status.in_((TxStatus.MINED, TxStatus.DROPPED)))
                 .order_by(db.Transaction.block_number.desc(), db.Command.id.desc())
             ).all()
         lost = []
         for command_id, tx_hash, block, status in rows:
-            receipt = None if status == "dropped" else chain.receipt(tx_hash)
+            receipt = None if status == TxStatus.DROPPED else chain.receipt(tx_hash)
             if receipt is not None and receipt["blockNumber"] == block:
                 break  # this block is still the chain's, and so are the ones before it
             if receipt is None:
@@ -336,7 +337,7 @@ class Commands:
         """The order of a `RevokeOrder` is queued to be anchored (again): its revocation waits for it."""
         with self.service.reads() as session:
             status = session.scalar(select(db.Order.status).where(db.Order.order_id == message["orderId"]))
-        return status == "accepted"
+        return status == OrderStatus.ACCEPTED
 
     def _lose(self, command: db.Command, reason: str) -> None:
         log.error("command %s (%s) lost with the chain's blocks: %s", command.tx_hash, command.type, reason)
@@ -369,7 +370,7 @@ class Commands:
             "status": status,
             "acknowledged": command.acknowledged,
             "currentTxHash": tx.tx_hash,
-            "blockNumber": tx.block_number if tx.status == "mined" else None,
+            "blockNumber": tx.block_number if tx.status == TxStatus.MINED else None,
             "resends": command.resends,
             "reason": command.reason,
         }

@@ -51,7 +51,8 @@ class Order(Base):
     digest: Mapped[str] = mapped_column(HEX32)
     station: Mapped[str] = mapped_column(HEX20)
     status: Mapped[str] = mapped_column(String(16), default="accepted")
-    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why the order was rejected
+    revoke_reason: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the RevokeOrder command's reason
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
     leaf_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     accepted_at: Mapped[float] = mapped_column(Float)

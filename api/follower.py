@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import db, protocol
 from .chain import Chain, ChainUnavailable
 from .transactions import TxSender
+from .vocabulary import BatchStatus, OrderStatus
 
 log = logging.getLogger(__name__)
 
 MAX_RANGE = 2000
-TRANSFER = 100
 
 
 class Follower:
@@ -159,15 +159,15 @@ class Follower:
         session.execute(update(db.Account).values(status=0, balance=0, earned=0))
         state.block_number = self.start_block - 1
         state.block_hash = "0x"
-        lost = session.scalars(select(db.Batch).where(db.Batch.status.in_(("anchored", "sent", "mined")))).all()
+        lost = session.scalars(select(db.Batch).where(db.Batch.status.in_((BatchStatus.ANCHORED, BatchStatus.SENT)))).all()
         for batch in lost:
             if self.chain.batch_id_of_root(bytes.fromhex(batch.root[2:])) == 0:
-                batch.status = "failed"
+                batch.status = BatchStatus.FAILED
                 batch.error = "the chain no longer holds this batch (chain reset); anchored again"
                 session.execute(
                     update(db.Order)
-                    .where(db.Order.batch_id == batch.id, db.Order.status.in_(("accepted", "anchored", "revoked")))
-                    .values(status="accepted", batch_id=None, leaf_index=None, anchored_at=None)
+                    .where(db.Order.batch_id == batch.id, db.Order.status.in_((OrderStatus.ACCEPTED, OrderStatus.ANCHORED, OrderStatus.REVOKED)))
+                    .values(status=OrderStatus.ACCEPTED, batch_id=None, leaf_index=None, anchored_at=None, revoke_reason=None)
                 )
 
     # ----- events (each handler writes only; the step fetched what they need) ----------------------
@@ -248,7 +248,7 @@ class Follower:
         if batch is None:
             return  # another service's batch: its amounts are applied above
         now = time.time()
-        batch.status = "anchored"
+        batch.status = BatchStatus.ANCHORED
         batch.chain_batch_id = a["batchId"]
         batch.tx_hash = "0x" + bytes(entry["transactionHash"]).hex()
         batch.block_number = entry["blockNumber"]
@@ -256,8 +256,8 @@ class Follower:
         batch.anchored_at = now
         session.execute(
             update(db.Order)
-            .where(db.Order.batch_id == batch.id, db.Order.status == "accepted")
-            .values(status="anchored", anchored_at=now)
+            .where(db.Order.batch_id == batch.id, db.Order.status == OrderStatus.ACCEPTED)
+            .values(status=OrderStatus.ANCHORED, anchored_at=now)
         )
 
     def _on_OrderRevoked(self, session: Session, entry: dict, a: dict, call: dict) -> None:
@@ -269,7 +269,7 @@ class Follower:
         volunteer = session.get(db.Account, volunteer_id)
         if volunteer is not None:
             volunteer.balance -= minutes
-            if service_type != TRANSFER:
+            if service_type != protocol.TRANSFER_SERVICE_TYPE:
                 volunteer.earned = max(0, volunteer.earned - minutes)
         payer = session.get(db.Account, payer_id)
         if payer is not None:
@@ -277,7 +277,7 @@ class Follower:
         session.execute(
             update(db.Order)
             .where(db.Order.order_id == a["orderId"])
-            .values(status="revoked", reason=f"revoked on chain, reason {a['reason']}")
+            .values(status=OrderStatus.REVOKED, revoke_reason=int(a["reason"]))
         )
         self._accounts.add(volunteer_id)  # the revoked order no longer holds the volunteer's time
         self._balances.add(payer_id)

@@ -25,14 +25,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import db, protocol
 from .errors import ApiError
 from .settings import Settings
+from .vocabulary import OrderStatus
 
 log = logging.getLogger(__name__)
 
-SERVICE_TYPES = {1, 2, 3, 4, 5, 6, 7, 8, 9, protocol.TRANSFER_SERVICE_TYPE}
-PROFESSIONAL_SERVICE_TYPES = {9}
-VOLUNTEER_KINDS = {1, 3}
 CONFIRMATION_METHODS = {"voice", "card", "signature"}
-ACTIVE = 1
 MAX_SERVICE_SECONDS = 24 * 3600  # one service, check-in to check-out
 MAX_NOTES_CHARS = 500  # details.notes
 CST = 8 * 3600  # China Standard Time: a station's day (its ceiling of minutes) starts at midnight UTC+8
@@ -110,7 +107,7 @@ def prepare(body: Any, *, separator: bytes, settings: Settings, now: float | Non
             raise ApiError("details_hash_mismatch")
     except protocol.ProtocolError as exc:
         raise ApiError(exc.code, exc.message) from None
-    if order.serviceType not in SERVICE_TYPES:
+    if order.serviceType not in protocol.SERVICE_TYPES:
         raise ApiError("unknown_service_type", f"service type {order.serviceType} is not in the protocol")
     if order.endTime < order.startTime:
         raise ApiError("invalid_time_range")
@@ -237,7 +234,7 @@ class StateCache:
         if payer not in self.available:
             promised = (
                 select(func.coalesce(func.sum(db.Order.minutes), 0))
-                .where(db.Order.payer == payer, db.Order.status == "accepted")
+                .where(db.Order.payer == payer, db.Order.status == OrderStatus.ACCEPTED)
                 .scalar_subquery()
             )
             # one statement: balance and promised minutes from the same snapshot
@@ -282,7 +279,7 @@ class StateCache:
                     db.Order.volunteer == volunteer,
                     db.Order.end_time >= since,
                     db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
-                    db.Order.status.in_(("accepted", "anchored")),
+                    db.Order.status.in_((OrderStatus.ACCEPTED, OrderStatus.ANCHORED)),
                 )
             ).all()
             self.intervals[volunteer] = sorted((r.start_time, r.end_time) for r in rows)
@@ -313,15 +310,15 @@ def check_state(session: Session, p: Prepared, settings: Settings, cache: StateC
         account = cache.account(session, protocol.to_hex(account_id))
         if account is None:
             raise ApiError("unknown_account", f"{role} {protocol.to_hex(account_id)} is not registered")
-        if account.status != ACTIVE:
+        if account.status != protocol.ACTIVE:
             raise ApiError("account_not_active", f"{role} {protocol.to_hex(account_id)} is frozen or cancelled")
         accounts[role] = account
     service = o.serviceType != protocol.TRANSFER_SERVICE_TYPE
-    if service and accounts["volunteer"].kind not in VOLUNTEER_KINDS:
+    if service and accounts["volunteer"].kind not in protocol.VOLUNTEER_KINDS:
         raise ApiError("volunteer_wrong_kind")
     if o.payer == o.volunteer:
         raise ApiError("payer_is_volunteer")
-    if o.serviceType in PROFESSIONAL_SERVICE_TYPES and not accounts["volunteer"].qualified:
+    if o.serviceType in protocol.PROFESSIONAL_SERVICE_TYPES and not accounts["volunteer"].qualified:
         raise ApiError("qualification_required")
     # consent and place (PROTOCOL.md v1.1 section 3)
     if service and accounts["recipient"].district != o.district:
@@ -387,7 +384,7 @@ def to_row(p: Prepared, now: float) -> dict[str, Any]:
         signature=protocol.to_hex(p.signature),
         digest=protocol.to_hex(p.digest),
         station=protocol.to_hex(p.station),
-        status="accepted",
+        status=OrderStatus.ACCEPTED,
         accepted_at=now,
     )
 
@@ -434,8 +431,8 @@ def store_group(session: Session, items: list[Prepared | ApiError], settings: Se
             continue
         _record(cache, item)
         rows.append(to_row(item, now))
-        known[order_id] = (protocol.to_hex(item.digest), protocol.to_hex(item.station), "accepted")
-        outcomes.append(Outcome(201, item.answer("accepted")))
+        known[order_id] = (protocol.to_hex(item.digest), protocol.to_hex(item.station), OrderStatus.ACCEPTED)
+        outcomes.append(Outcome(201, item.answer(OrderStatus.ACCEPTED)))
     if rows:
         session.execute(insert(db.Order), rows)
     return outcomes
@@ -469,15 +466,6 @@ class Writer:
         future = loop.create_future()
         self._queue.put((items, loop, future))
         return await future
-
-    def submit_sync(self, items: list[Prepared | ApiError]) -> list[Outcome]:
-        done = threading.Event()
-        box: list = []
-        self._queue.put((items, None, (box, done)))
-        done.wait()
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        return box[0]
 
     def _run(self) -> None:
         while not self._stopping:
@@ -519,11 +507,7 @@ class Writer:
                 self.on_commit(accepted)
         for index, (_items, loop, future) in enumerate(group):
             value = results if isinstance(results, BaseException) else results[index]
-            if loop is None:
-                box, done = future
-                box.append(value)
-                done.set()
-            elif isinstance(value, BaseException):
+            if isinstance(value, BaseException):
                 loop.call_soon_threadsafe(_set_exception, future, value)
             else:
                 loop.call_soon_threadsafe(_set_result, future, value)

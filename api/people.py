@@ -28,7 +28,7 @@ import secrets
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import exists, func, or_, select
@@ -37,6 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from . import db, names, protocol
 from .accounts import account_view, parse_location, write_profile
 from .errors import ApiError
+from .vocabulary import CHINA_TIME
 
 if TYPE_CHECKING:
     from .auth import Caller
@@ -59,12 +60,9 @@ GRANT_REASONS = {
 CATEGORIES = ("80_alone", "60_79_low_income", "60_79_disabled", "60_79_alone", "rural_left_behind")
 # Professional qualifications of volunteers; holding any makes the account `qualified` (service type 9).
 QUALIFICATIONS = ("doctor", "nurse", "care_worker", "lawyer")
-VOLUNTEER, RECIPIENT, GROUP = 1, 2, 3
-PERSON_KINDS = {VOLUNTEER: "volunteer", RECIPIENT: "recipient", GROUP: "group"}
-ACTIVE = 1
+VOLUNTEER, RECIPIENT, GROUP = protocol.KIND_VOLUNTEER, protocol.KIND_RECIPIENT, protocol.KIND_GROUP
+PERSON_KINDS = {kind: protocol.ACCOUNT_KINDS[kind] for kind in (VOLUNTEER, RECIPIENT, GROUP)}  # a person: not a pool
 
-# A month begins at midnight in China Standard Time (UTC+8, no daylight saving).
-PERIOD_TIMEZONE = timezone(timedelta(hours=8))
 _PERIOD = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 _CARD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _ID_NUMBER = re.compile(r"^[0-9A-Z]{6,32}$")
@@ -76,8 +74,9 @@ HISTORY_MAX_LIMIT = 1000
 
 
 def current_period(now: float | None = None) -> str:
-    """The month (`YYYY-MM`) in China Standard Time at `now` (unix seconds)."""
-    return datetime.fromtimestamp(time.time() if now is None else now, PERIOD_TIMEZONE).strftime("%Y-%m")
+    """The month (`YYYY-MM`) in China Standard Time at `now` (unix seconds): a month begins at midnight
+    UTC+8."""
+    return datetime.fromtimestamp(time.time() if now is None else now, CHINA_TIME).strftime("%Y-%m")
 
 
 def parse_period(value: Any) -> str:
@@ -487,7 +486,7 @@ def monthly_plan(service: Service, caller: Caller, *, district: int, period: str
                 db.Person.district == district,
                 db.Person.category.is_not(None),
                 db.Account.kind == RECIPIENT,
-                db.Account.status == ACTIVE,
+                db.Account.status == protocol.ACTIVE,
                 ~granted,
             )
             .order_by(db.Person.card_number)

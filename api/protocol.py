@@ -22,7 +22,15 @@ DOMAIN_NAME = "TimeBank"
 DOMAIN_VERSION = "1"
 PROOF_FORMAT = "timebank-proof/1"
 LEAF_ENCODING = ("bytes32", "address")
-TRANSFER_SERVICE_TYPE = 100
+
+# Account kinds, account statuses and service types (PROTOCOL.md section 1), written once.
+KIND_VOLUNTEER, KIND_RECIPIENT, KIND_GROUP, KIND_POOL = 1, 2, 3, 4
+ACCOUNT_KINDS = {KIND_VOLUNTEER: "volunteer", KIND_RECIPIENT: "recipient", KIND_GROUP: "group", KIND_POOL: "pool"}
+VOLUNTEER_KINDS = frozenset({KIND_VOLUNTEER, KIND_GROUP})  # who may serve (and earn)
+ACTIVE, FROZEN, CANCELLED = 1, 2, 3
+TRANSFER_SERVICE_TYPE = 100  # hours given from payer to volunteer; no service delivered, nothing earned
+PROFESSIONAL_SERVICE_TYPES = frozenset({9})  # the volunteer must hold a registered qualification
+SERVICE_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, TRANSFER_SERVICE_TYPE})
 
 # EIP-712 struct types, written once (PROTOCOL.md sections 3 and 4); a test checks them against the
 # contract's type hashes.

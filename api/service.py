@@ -20,6 +20,7 @@ from .follower import Follower
 from .intake import Outcome, Writer, prepare
 from .settings import Settings
 from .transactions import TxSender
+from .vocabulary import BatchStatus, OrderStatus
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class Service:
         try:
             with self.reads() as session:
                 session.execute(text("SELECT 1"))
-                waiting = session.scalar(select(func.count()).select_from(db.Order).where(db.Order.status == "accepted"))
+                waiting = session.scalar(select(func.count()).select_from(db.Order).where(db.Order.status == OrderStatus.ACCEPTED))
                 commands = self.commands.health(session)
             database_ok = True
         except Exception:
@@ -176,14 +177,14 @@ class Service:
             "digest": row.digest,
             "station": row.station,
             "details": json.loads(row.details) if sees_details(caller, row.district) else None,
-            "reason": row.reason,
+            "reason": row.reason if row.revoke_reason is None else f"revoked on chain, reason {row.revoke_reason}",
             "acceptedAt": row.accepted_at,
             "anchoredAt": row.anchored_at,
             "batchId": None,
             "txHash": None,
             "blockNumber": None,
         }
-        if batch is not None and batch.status == "anchored":
+        if batch is not None and batch.status == BatchStatus.ANCHORED:
             view.update(batchId=batch.chain_batch_id, txHash=batch.tx_hash, blockNumber=batch.block_number)
         return view
 
@@ -195,7 +196,7 @@ class Service:
             if row is None:
                 raise ApiError("not_found", f"no order {order_id}")
             batch = session.get(db.Batch, row.batch_id) if row.batch_id else None
-        if batch is None or batch.status != "anchored" or row.status not in ("anchored", "revoked"):
+        if batch is None or batch.status != BatchStatus.ANCHORED or row.status not in (OrderStatus.ANCHORED, OrderStatus.REVOKED):
             raise ApiError("order_not_anchored", f"order {order_id} is {row.status}, not anchored yet")
         return row, batch, json.loads(batch.tree)
 
@@ -210,7 +211,7 @@ class Service:
     def proof_bundles(self, order_ids: list[str], *, revoked: bool = True) -> list[dict[str, Any]]:
         """The proof bundles of the anchored orders among `order_ids`, in their order (the others are left
         out; revoked ones too unless `revoked`): a read per 500 orders, each batch's tree parsed once."""
-        statuses = ("anchored", "revoked") if revoked else ("anchored",)
+        statuses = (OrderStatus.ANCHORED, OrderStatus.REVOKED) if revoked else (OrderStatus.ANCHORED,)
         found: dict[str, dict[str, Any]] = {}
         trees: dict[int, list[str]] = {}
         domain = self.domain()
@@ -222,7 +223,7 @@ class Service:
                     .where(
                         db.Order.order_id.in_(order_ids[start : start + 500]),
                         db.Order.status.in_(statuses),
-                        db.Batch.status == "anchored",
+                        db.Batch.status == BatchStatus.ANCHORED,
                     )
                 ).all()
             for row, batch in rows:

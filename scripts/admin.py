@@ -163,13 +163,20 @@ class AdminClient:
             headers["Content-Type"] = "application/json"
         return self.http.request(method, path, content=raw, headers=headers)
 
+    def sign(self, kind: str, message: dict[str, Any]) -> str:
+        """The EIP-712 signature of a command (PROTOCOL.md section 4), 0x hex."""
+        return protocol.to_hex(protocol.sign(protocol.typed_digest(self.separator, kind, message), self.key))
+
+    def post_command(self, kind: str, message: dict[str, Any]) -> httpx.Response:
+        """Signs `message` as it is and posts it: the service's answer, whatever it is."""
+        return self.http.post("/v1/admin/commands", json={"type": kind, "message": message, "signature": self.sign(kind, message)})
+
     def command(self, kind: str, message: dict[str, Any]) -> dict[str, Any]:
         """Signs and relays a command; a random unused nonce unless `message` has one. Raises `Refused`."""
         fixed = "nonce" in message
         for _ in range(1 if fixed else NONCE_ATTEMPTS):
             full = dict(message) if fixed else {**message, "nonce": secrets.randbelow(2**53)}
-            signature = protocol.sign(protocol.typed_digest(self.separator, kind, full), self.key)
-            response = self.http.post("/v1/admin/commands", json={"type": kind, "message": full, "signature": protocol.to_hex(signature)})
+            response = self.post_command(kind, full)
             if response.status_code == 200:
                 return response.json()
             refused = Refused(response)

@@ -7,6 +7,7 @@ before its answer goes out, a refused one leaves nothing, a failed group leaves 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import threading
@@ -78,7 +79,7 @@ class Ledger:
 
     def submit(self, *bodies: dict) -> list[intake.Outcome]:
         """One request (a bulk of `bodies`) through the running writer; returns once it has answered."""
-        return self.writer.submit_sync([self.prepare(b) for b in bodies])
+        return asyncio.run(self.writer.submit([self.prepare(b) for b in bodies]))
 
     def submit_group(self, *requests: list[dict]) -> list[list[intake.Outcome] | BaseException]:
         """Several requests written by a writer as ONE group (one transaction): all are queued before it
@@ -88,7 +89,7 @@ class Ledger:
 
         def request(index: int, items: list) -> None:
             try:
-                results[index] = writer.submit_sync(items)
+                results[index] = asyncio.run(writer.submit(items))
             except BaseException as exc:  # noqa: BLE001 - handed to the test
                 results[index] = exc
 
@@ -121,7 +122,7 @@ def ledger(store_url: str) -> Ledger:
         for name, (kind, balance) in accounts.items():
             home = (32.05, 118.79) if kind == RECIPIENT else (None, None)  # where tests.utils.api.details checks in
             session.add(
-                db.Account(account=ids[name], district=DISTRICT, kind=kind, status=intake.ACTIVE, balance=balance, earned=0, lat=home[0], lon=home[1])
+                db.Account(account=ids[name], district=DISTRICT, kind=kind, status=P.ACTIVE, balance=balance, earned=0, lat=home[0], lon=home[1])
             )
     writer = intake.Writer(sessions, settings)
     writer.start()
@@ -189,9 +190,9 @@ def test_refusals_store_nothing(ledger: Ledger):
     unknown_payer = ledger.terminal.order(ledger.accounts["volunteer"], new_account(), ledger.accounts["elder"])
     own_payer = ledger.order("volunteer", "volunteer")
 
-    outcomes = ledger.writer.submit_sync(
+    outcomes = asyncio.run(ledger.writer.submit(
         [ledger.prepare(unsigned), ledger.prepare(unknown_payer), ledger.prepare(own_payer), ApiError("bad_signature")]
-    )
+    ))
 
     assert [(o.http_status, error_code(o)) for o in outcomes] == [
         (403, "station_unknown"),

@@ -134,7 +134,7 @@ MESSAGES_ZH: dict[str, str] = {
     "chain_unavailable": "区块链节点无响应，请稍后重试",
     "chain_refused": "区块链节点拒绝了上链服务的交易",
     "chain_timeout": "交易未能按时打包，稍后可能仍会上链",
-    "too_many_requests": "本客户端查询失败（或身份证号核对）次数过多，请稍后再试",
+    "too_many_requests": "本客户端查询失败次数过多，请稍后再试",
     "request_replayed": "该签名请求（其随机数）已使用过，不能重放：请重新签名",
     "recipient_other_district": "服务对象不是本订单所在区的账户",
     "payer_not_linked": "付款人未绑定该服务对象（或转赠接收人）为亲属（LinkAccounts）",

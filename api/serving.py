@@ -57,7 +57,9 @@ async def _refuse(send, length: int, limit: int) -> None:
         {
             "type": "http.response.start",
             "status": error.status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")],
+            # no `Connection: close`: uvicorn's parser then discards the rest of the body as it arrives (never
+            # buffered, parsed or hashed), so the client, still sending, reads this answer instead of a reset
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
         }
     )
     await send({"type": "http.response.body", "body": body})

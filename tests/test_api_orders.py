@@ -384,6 +384,7 @@ def test_unknown_account(api, terminal, shared, role):
 def test_frozen_account(api, world, terminal, role):
     volunteer, payer, recipient = world.new_account(1), world.new_account(2, grant=600), world.new_account(2)
     parties = {"volunteer": volunteer, "payer": payer, "recipient": recipient}
+    link(world.admin, payer, recipient)  # the payer pays for another person's care
     world.admin.ok("SetAccountStatus", account=parties[role], status=2, reason=1)
     error = refused(api, terminal.order(**parties), 422, "account_not_active")
     assert role in error["message"]

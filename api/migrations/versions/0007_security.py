@@ -1,15 +1,15 @@
 """signed requests' nonces (one use each), family links, recorded location exemptions, orders by station and time
 
-Revision ID: 0006_security
-Revises: 0005_account_index, 0004_revoke_reason
+Revision ID: 0007_security
+Revises: 0006_revoke_reason
 Create Date: 2026-11-30 14:05:00
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0006_security'
-down_revision = ('0005_account_index', '0004_revoke_reason')  # also joins the two heads of 0004
+revision = '0007_security'
+down_revision = '0006_revoke_reason'
 branch_labels = None
 depends_on = None
 

@@ -328,6 +328,17 @@ class Chain:
         digest, signer, signed, included, active, revoked, valid = v
         return OrderVerification(_hex(digest), signer.lower(), signed, included, active, revoked, valid)
 
+    def has_role(self, role: str, account: str, block: int | str = "latest") -> bool:
+        """`hasRole(keccak256(role), account)`: whether `account` holds the role (e.g. "RELAYER_ROLE")."""
+        role_id = keccak(text=role)
+        return self._rpc(
+            lambda: self.contract.functions.hasRole(role_id, Web3.to_checksum_address(account)).call(block_identifier=block)
+        )
+
+    def account_at(self, index: int) -> bytes:
+        """`accountAt(index)`: the account given that index (32 zero bytes when none)."""
+        return bytes(self._rpc(lambda: self.contract.functions.accountAt(index).call()))
+
     def batch_id_of_root(self, root: bytes) -> int:
         return self._rpc(lambda: self.contract.functions.batchIdOfRoot(root).call())
 

@@ -1,7 +1,7 @@
 """account index of canonical deltas (protocol v1.1, section 9)
 
 Revision ID: 0005_account_index
-Revises: 0004_revoke_reason
+Revises: 0004
 Create Date: 2026-11-30 13:30:00.000000
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 
 revision = '0005_account_index'
-down_revision = '0004_revoke_reason'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 

@@ -367,11 +367,6 @@ class Chain:
         when none)."""
         return bytes(self._rpc(lambda: self.contract.functions.accountAt(index).call(block_identifier=block)))
 
-    def account_balance(self, account: bytes, block: int) -> tuple[int, int]:
-        """(balance, earned) of an account as the chain holds them at `block`."""
-        view = self._rpc(lambda: self.contract.functions.getAccount(account).call(block_identifier=block))
-        return int(view[3]), int(view[4])
-
     # ----- the relayer's transactions (signed and recorded by api/transactions.py) -----------------
 
     def transaction(self, call: Call, sender: str, nonce: int, gas: int) -> dict[str, Any]:

@@ -43,6 +43,18 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         redoc_url=None,
     )
 
+    install_error_handlers(app)
+    for module in ROUTERS:
+        app.include_router(module.router)
+    # the pages and /docs, served from the web/ build (last: its fallback takes every other GET)
+    web.install(app)
+    return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every refusal as `{"error": {"code", "message"}}` with the catalogue's status (also on the intake
+    workers' app, `api/workers.py`)."""
+
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError):
         return JSONResponse(status_code=exc.status, content=exc.body())
@@ -61,9 +73,3 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     async def _http(_request: Request, exc: StarletteHTTPException):
         code = "not_found" if exc.status_code == 404 else "invalid_request"
         return JSONResponse(status_code=exc.status_code, content={"error": {"code": code, "message": str(exc.detail)}})
-
-    for module in ROUTERS:
-        app.include_router(module.router)
-    # the pages and /docs, served from the web/ build (last: its fallback takes every other GET)
-    web.install(app)
-    return app

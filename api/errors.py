@@ -61,6 +61,8 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     # lookups
     "not_found": (404, "no such resource"),
     # the chain
+    # the service's own processes
+    "writer_unavailable": (503, "the order writer is restarting or could not store the orders; try again"),
     "chain_unavailable": (503, "the chain node does not answer; try again"),
     "chain_refused": (502, "the chain node refused the relayer's transaction"),
     "chain_timeout": (504, "the transaction was not mined in time; it may still be"),

@@ -414,6 +414,11 @@ class Writer:
             raise box[0]
         return box[0]
 
+    def enqueue(self, items: list[Prepared | ApiError], answer) -> None:
+        """Queues `items`; the writer's thread calls `answer` with their outcomes (or the exception that
+        kept the group from being stored) after the commit (the order channel of `api/channel.py`)."""
+        self._queue.put((items, None, answer))
+
     def _run(self) -> None:
         while not self._stopping:
             first = self._queue.get()
@@ -454,7 +459,12 @@ class Writer:
                 self.on_commit(accepted)
         for index, (_items, loop, future) in enumerate(group):
             value = results if isinstance(results, BaseException) else results[index]
-            if loop is None:
+            if callable(future):
+                try:
+                    future(value)
+                except Exception:
+                    log.exception("answering a group failed")
+            elif loop is None:
                 box, done = future
                 box.append(value)
                 done.set()

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # Processes: at 2 or more, that many intake workers beside one writer process (api/workers.py); 0 or
+    # 1, everything in one process
+    workers: int = Field(2, ge=0, le=64)
 
     # Anchoring
     batch_max_orders: int = Field(256, ge=1, le=1024)

@@ -169,6 +169,8 @@ def create_worker_app(settings: Settings, front: Front, writer_http: Path) -> Fa
 
 def run_worker(settings: Settings, runtime: Path, fd: int, index: int) -> None:
     listener = socket.socket(fileno=fd)
+    while not (runtime / DOMAIN_FILE).exists():  # started beside the writer: wait for its mirror to catch up
+        time.sleep(0.1)
     domain = json.loads((runtime / DOMAIN_FILE).read_text())
     front = Front(settings, ChannelClient(runtime / ORDERS_SOCKET), domain)
     app = create_worker_app(settings, front, runtime / HTTP_SOCKET)
@@ -249,6 +251,8 @@ class Supervisor:
 
     def _run(self) -> int:
         self._start_writer()
+        for index in range(self.workers):  # they load beside the writer and wait for its domain
+            self._start_worker(index)
         while not (self.runtime / ORDERS_SOCKET).exists():  # the mirror caught up, the writer listens
             if self.stopping:
                 return 0
@@ -256,8 +260,6 @@ class Supervisor:
                 log.error("the writer process exited with %s while starting", self.writer.returncode)
                 return self.writer.returncode or 1
             time.sleep(0.05)
-        for index in range(self.workers):
-            self._start_worker(index)
         announced = False
         while not self.stopping:
             if not announced and all((self.runtime / f"worker-{i}.ready").exists() for i in range(self.workers)):

@@ -49,7 +49,7 @@ def serving(proc: ServiceProcess) -> bool:
 @pytest.mark.parametrize("victim", ["worker", "writer", "supervisor"])
 def test_a_process_killed_under_load_loses_nothing_acknowledged(chain_and_service, victim):
     chain, service = chain_and_service
-    proc = service(f"kill-{victim}", TIMEBANK_WORKERS=2, TIMEBANK_BATCH_MAX_ORDERS=32).start()
+    proc = service(f"kill-{victim}", TIMEBANK_WORKERS=2, TIMEBANK_BATCH_MAX_ORDERS=32).start(timeout=90)
     roles = children(proc)
     assert len(roles["writer"]) == 1 and len(roles["worker"]) == 2, roles
     w = make_world(SimpleNamespace(client=proc.client))
@@ -104,7 +104,7 @@ def test_a_process_killed_under_load_loses_nothing_acknowledged(chain_and_servic
                                        and Path(f"/proc/{p}/stat").read_text().split()[2] != "Z" for p in pids),
                        10, "the supervisor's children to die with it", proc)
             time.sleep(0.5)
-            proc.start(timeout=60)
+            proc.start(timeout=90)
         else:
             pid = children(proc)[victim][0]
             os.kill(pid, signal.SIGKILL)
@@ -136,7 +136,7 @@ def test_a_process_killed_under_load_loses_nothing_acknowledged(chain_and_servic
 
 def test_repeats_conflicts_and_every_route_through_the_workers(chain_and_service):
     chain, service = chain_and_service
-    proc = service("workers", TIMEBANK_WORKERS=3).start()
+    proc = service("workers", TIMEBANK_WORKERS=3).start(timeout=90)
     assert len(children(proc)["worker"]) == 3
     w = make_world(SimpleNamespace(client=proc.client))
     volunteer, elder = w.new_account(1), w.new_account(2, grant=10_000)

@@ -55,7 +55,7 @@ class ServiceProcess:
 
     # ----- lifecycle ------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 30, **env: Any) -> ServiceProcess:
+    def start(self, timeout: float = 60, **env: Any) -> ServiceProcess:
         """Starts the process (with `env` on top of the base environment) and waits until it answers."""
         assert self.process is None or self.process.poll() is not None, "already running"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}

@@ -58,6 +58,7 @@ HTTP_SOCKET = "http.sock"  # the writer process's HTTP
 DOMAIN_FILE = "domain.json"  # the chain id and contract, written by the writer before the channel opens
 HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"upgrade", b"proxy-connection"}
 PR_SET_PDEATHSIG = 1
+FAULT_EXIT = 137  # api/batcher.py's fault injection
 
 
 class _Server(uvicorn.Server):
@@ -266,6 +267,8 @@ class Supervisor:
                 host, port = self.listener.getsockname()[:2]
                 print(f"serving on http://{host}:{port} (OpenAPI at /docs; {self.workers} intake workers)", flush=True)
                 announced = True
+            if self.writer.poll() is not None and self.writer.returncode == FAULT_EXIT and os.environ.get("TIMEBANK_FAULT_POINT"):
+                return FAULT_EXIT  # the crash-safety tests' fault injection (api/batcher.py) stops the whole service
             if self.writer.poll() is not None:
                 log.error("the writer process exited with %s: starting it again", self.writer.returncode)
                 self._start_writer()

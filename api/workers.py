@@ -89,6 +89,9 @@ def run_writer(settings: Settings, runtime: Path) -> None:
     config = uvicorn.Config(
         create_app(settings, service), uds=str(http_path), loop="uvloop", http="httptools", log_level="warning",
         timeout_graceful_shutdown=5,
+        # the workers' connections: the worker's side closes an idle one first (httpx: after 5 s), so a
+        # request never goes out on a connection this side is closing
+        timeout_keep_alive=600,
     )
     try:
         _Server(config, channel.start).run()  # the channel's socket appears once both listen
@@ -158,7 +161,8 @@ def create_worker_app(settings: Settings, front: Front, writer_http: Path) -> Fa
         outgoing = client.build_request(request.method, "http://writer" + target.decode("latin-1"), headers=headers, content=body)
         try:
             answer = await client.send(outgoing, stream=True)
-        except httpx.TransportError:
+        except httpx.TransportError as exc:
+            log.warning("passing %s %s to the writer process failed: %r", request.method, request.url.path, exc)
             return JSONResponse(status_code=503, content=WriterUnavailable().body())
         kept = [(k, v) for k, v in answer.headers.raw if k.lower() not in HOP_BY_HOP]
         response = StreamingResponse(answer.aiter_raw(), status_code=answer.status_code, background=BackgroundTask(answer.aclose))

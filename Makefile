@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export ETH_HASH_BACKEND := pysha3
 export HARDHAT_DISABLE_TELEMETRY_PROMPT := true
 
-.PHONY: setup test-tools bench-tools bench compile chain stop status deploy run test test-long clean clean-chain web geth network network-stop network-status clean-network
+.PHONY: setup fonts test-tools bench-tools bench compile chain stop status deploy run test test-long clean clean-chain web geth network network-stop network-status clean-network
 .NOTPARALLEL:
 
 # Install and build steps keep their output to themselves unless they fail: `$(call quietly,cmd)`.
@@ -34,7 +34,7 @@ node_modules/.installed: package.json package-lock.json
 
 # The pages (web/): npm ci from web/'s own lock (quiet), then a Vite build into web/dist, which the service
 # serves; rebuilt only when a source is newer than the build. No Node process at run time.
-WEB_SOURCES := $(shell find web/src -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json
+WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html web/vite.config.ts web/tsconfig.json
 web/node_modules/.installed: web/package.json web/package-lock.json
 	@echo "installing npm packages into web/node_modules"
 	@$(call quietly,cd web && npm ci --no-audit --no-fund --loglevel=error)
@@ -47,11 +47,22 @@ web/dist/index.html: web/node_modules/.installed $(WEB_SOURCES)
 
 web: web/dist/index.html
 
+# Debian's Chinese TrueType font, embedded (a subset) in the certificate PDFs (api/certificates.py), when
+# missing: the service needs it to run, the tests to test.
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+fonts:
+	@[ -f "$(CJK_FONT)" ] || [ -n "$$TIMEBANK_CJK_FONT" ] && exit 0; \
+	command -v apt-get >/dev/null || { echo "missing: fonts-wqy-microhei, and no apt-get to install it (or set TIMEBANK_CJK_FONT)" >&2; exit 1; }; \
+	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	echo "installing Debian's fonts-wqy-microhei"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q \
+		&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends fonts-wqy-microhei
+
 # Debian packages the tests use, installed here when missing (as root, or through sudo), else nothing:
 # PostgreSQL's server (the store's tests start their own cluster, scripts/postgres.py), poppler-utils and
 # zbar-tools (the certificate test renders the PDF and decodes its QR code), Chromium and a CJK font (the
 # browser tests, tests/test_web.py, drive /usr/bin/chromium with Playwright).
-test-tools:
+test-tools: fonts
 	@missing=; \
 	pg=; for bindir in "$$(pg_config --bindir 2>/dev/null)" /usr/lib/postgresql/*/bin; do \
 		if command -v "$$bindir/initdb" >/dev/null && command -v "$$bindir/pg_ctl" >/dev/null \
@@ -126,13 +137,13 @@ deploy: setup compile
 TIMEBANK_CHAIN ?= anvil
 ifeq ($(TIMEBANK_CHAIN),network)
 NETWORK_RPC_URL = $(shell $(PY) -c 'from scripts import network as n; print(n.load().rpc_url)' 2>/dev/null)
-run: setup compile web network
+run: setup compile web fonts network
 	@echo "on the Clique network (it stays up until make network-stop); starting the API"
 	@TIMEBANK_RPC_URL=$${TIMEBANK_RPC_URL:-$(NETWORK_RPC_URL)} TIMEBANK_CONFIRMATIONS=$${TIMEBANK_CONFIRMATIONS:-3} \
 		TIMEBANK_RELAYER_KEY=$${TIMEBANK_RELAYER_KEY:-$$($(PY) -c 'from scripts.network import RELAYER_KEY; print(RELAYER_KEY)')} \
 		$(PY) -m api
 else
-run: setup compile web chain deploy
+run: setup compile web fonts chain deploy
 	@echo "the chain stays up until make stop; starting the API"
 	@$(PY) -m api
 endif

@@ -1,6 +1,7 @@
 """The HTTP API of PROTOCOL.md section 6 (FastAPI): `create_app` builds the app, includes one router per
 resource (`api/routes/`) and answers every refusal through one error handler: `{"error": {"code",
-"message"}}` with the catalogue's status. Routes parse, then call the service."""
+"message", "messageEn", "messageZh"}}` with the catalogue's status, `message` in the language the
+request's Accept-Language prefers (api/errors.py). Routes parse, then call the service."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .chain import ChainUnavailable
-from .errors import ApiError
-from .routes import accounts, admin, audit, batches, certificates, grants, groups, meta, orders, people, web
+from .errors import ApiError, localize, request_language
+from .routes import accounts, admin, audit, batches, cards, certificates, grants, groups, meta, orders, people, recordings, web
 from .service import Service
 from .settings import Settings, get_settings
 
-ROUTERS = (meta, orders, accounts, admin, batches, people, groups, grants, audit, certificates)
+ROUTERS = (meta, orders, recordings, accounts, admin, batches, cards, people, groups, grants, audit, certificates)
 
 
 def create_app(settings: Settings | None = None, service: Service | None = None) -> FastAPI:
@@ -56,20 +57,22 @@ def install_error_handlers(app: FastAPI) -> None:
     workers' app, `api/workers.py`)."""
 
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError):
-        return JSONResponse(status_code=exc.status, content=exc.body())
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse(status_code=exc.status, content=exc.body(request_language(request)), headers=exc.headers)
 
     @app.exception_handler(ChainUnavailable)
-    async def _chain_down(_request: Request, _exc: ChainUnavailable):
-        return JSONResponse(status_code=503, content=ApiError("chain_unavailable").body())
+    async def _chain_down(request: Request, _exc: ChainUnavailable):
+        return JSONResponse(status_code=503, content=ApiError("chain_unavailable").body(request_language(request)))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError):
+    async def _invalid(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(status_code=400, content=ApiError("invalid_request", f"{where}: {first.get('msg', 'invalid')}").body())
+        error = ApiError("invalid_request", f"{where}: {first.get('msg', 'invalid')}")
+        return JSONResponse(status_code=400, content=error.body(request_language(request)))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException):
+    async def _http(request: Request, exc: StarletteHTTPException):
         code = "not_found" if exc.status_code == 404 else "invalid_request"
-        return JSONResponse(status_code=exc.status_code, content={"error": {"code": code, "message": str(exc.detail)}})
+        body = localize({"error": {"code": code, "message": str(exc.detail)}}, request_language(request))
+        return JSONResponse(status_code=exc.status_code, content=body)

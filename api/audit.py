@@ -24,7 +24,7 @@ import re
 import secrets
 import time
 from collections import defaultdict
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 from typing import Any, Iterator
 
 from sqlalchemy import and_, select
@@ -33,15 +33,12 @@ from . import bundles, db, protocol
 from .auth import Caller
 from .errors import ApiError
 from .service import Service
+from .vocabulary import CHINA_TIME, BatchStatus, OrderStatus
 
 CREDIT_FORMAT = "timebank-credit/1"
 HOMECARE_HEADER = ["recipient_card", "start", "end", "provider"]
-#: A time without an offset (in the home-care CSV or a query) is China Standard Time, as the city's systems
-#: write it.
-LOCAL_TIME = timezone(timedelta(hours=8))
 SPOT_CHECK_MAX = 1000
 CREDIT_PAGE = 500
-_REVOKED_REASON = re.compile(r"reason (\d+)$")
 
 
 # ----- shared helpers -----------------------------------------------------------------------------
@@ -60,7 +57,7 @@ def parse_time(value: str, field: str) -> int:
     except ValueError:
         raise ApiError("invalid_request", f"{field}: expected unix seconds or ISO 8601, got {value[:40]!r}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=LOCAL_TIME)
+        moment = moment.replace(tzinfo=CHINA_TIME)  # as the city's systems write it
     return int(moment.timestamp())
 
 
@@ -118,14 +115,14 @@ def batch_listing(service: Service, batch_id: int) -> dict[str, Any]:
     with service.reads() as session:
         batch = session.scalar(
             select(db.Batch)
-            .where(db.Batch.chain_batch_id == batch_id, db.Batch.status == "anchored")
+            .where(db.Batch.chain_batch_id == batch_id, db.Batch.status == BatchStatus.ANCHORED)
             .order_by(db.Batch.id.desc())
             .limit(1)
         )
         if batch is None:
             raise ApiError("not_found", f"no anchored batch {batch_id} of this service")
         rows = session.scalars(select(db.Order).where(db.Order.batch_id == batch.id).order_by(db.Order.seq)).all()
-    return bundles.build_listing(service.domain(), batch, rows, revoked=[row.status == "revoked" for row in rows])
+    return bundles.build_listing(service.domain(), batch, rows, revoked=[row.status == OrderStatus.REVOKED for row in rows])
 
 
 # ----- spot checks (抽查) --------------------------------------------------------------------------
@@ -160,7 +157,7 @@ def spot_check(
     with service.reads() as session:
         ids = sorted(
             session.scalars(
-                select(db.Order.order_id).where(db.Order.status == "anchored", *_filters(district, station, lo, hi))
+                select(db.Order.order_id).where(db.Order.status == OrderStatus.ANCHORED, *_filters(district, station, lo, hi))
             )
         )
     rng = random.Random(int(seed) if seed.isdecimal() else seed)
@@ -266,7 +263,7 @@ def homecare_overlaps(service: Service, caller: Caller, district: int | None) ->
     query = (
         select(o, v)
         .join(v, and_(v.recipient == o.recipient, o.start_time < v.end_time, v.start_time < o.end_time))
-        .where(o.status.in_(("accepted", "anchored")), o.service_type != protocol.TRANSFER_SERVICE_TYPE)
+        .where(o.status.in_((OrderStatus.ACCEPTED, OrderStatus.ANCHORED)), o.service_type != protocol.TRANSFER_SERVICE_TYPE)
         .order_by(o.seq, v.id)
     )
     if district is not None:
@@ -325,10 +322,9 @@ class _Tally:
         self.ratings: dict[str, list[int]] = {"byRecipient": [], "byVolunteer": []}
 
     def add(self, row: Any) -> None:
-        if row.status == "revoked":
+        if row.status == OrderStatus.REVOKED:
             self.revocations += 1
-            match = _REVOKED_REASON.search(row.reason or "")
-            self.reasons[match.group(1) if match else "unknown"] += 1
+            self.reasons["unknown" if row.revoke_reason is None else str(row.revoke_reason)] += 1
             return
         self.orders += 1
         self.minutes += row.minutes
@@ -370,8 +366,8 @@ def stats(service: Service, *, district: int | None, station: str | None, start:
     o = db.Order
     with service.reads() as session:
         rows = session.execute(
-            select(o.district, o.station, o.volunteer, o.recipient, o.minutes, o.status, o.reason, o.details).where(
-                o.status.in_(("anchored", "revoked")),
+            select(o.district, o.station, o.volunteer, o.recipient, o.minutes, o.status, o.revoke_reason, o.details).where(
+                o.status.in_((OrderStatus.ANCHORED, OrderStatus.REVOKED)),
                 o.service_type != protocol.TRANSFER_SERVICE_TYPE,
                 *_filters(district, station, lo, hi),
             )
@@ -425,7 +421,7 @@ def credit_lines(service: Service, *, start: int | None, end: int | None) -> Ite
             page = session.execute(
                 select(db.Order.seq, db.Order.order_id)
                 .where(
-                    db.Order.status == "anchored",
+                    db.Order.status == OrderStatus.ANCHORED,
                     db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
                     db.Order.seq > after,
                     *_filters(None, None, start, end),

@@ -25,6 +25,7 @@ from . import bundles, db, protocol
 from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert
 from .settings import Settings
 from .transactions import TxSender
+from .vocabulary import BatchStatus, OrderStatus
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,25 @@ def _fault(point: str) -> None:
         os._exit(137)
 
 
-IN_FLIGHT = ("pending", "sent")
+IN_FLIGHT = (BatchStatus.PENDING, BatchStatus.SENT)
 RESEND_AFTER_SECONDS = 3.0
 
 
-def build(orders: list[db.Order]) -> tuple[protocol.MerkleTree, bytes]:
-    """A batch's Merkle tree and its per-account amounts, packed as `anchorBatch` takes them."""
+def account_indexes(session, orders: list[db.Order]) -> dict[bytes, int]:
+    """{account: its index in canonical deltas} of the orders' accounts, as the mirror holds them."""
+    accounts = {o.volunteer for o in orders} | {o.payer for o in orders}
+    rows = session.execute(
+        select(db.Account.account, db.Account.chain_index).where(
+            db.Account.account.in_(accounts), db.Account.chain_index.is_not(None)
+        )
+    ).all()
+    return {bytes.fromhex(account[2:]): index for account, index in rows}
+
+
+def build(orders: list[db.Order], index_of: dict[bytes, int]) -> tuple[protocol.MerkleTree, bytes]:
+    """A batch's Merkle tree and its canonical deltas (PROTOCOL.md section 9), as `anchorBatch` takes them."""
     leaves = [protocol.leaf(bytes.fromhex(o.digest[2:]), bytes.fromhex(o.station[2:])) for o in orders]
-    return protocol.MerkleTree(leaves), protocol.pack_amounts(bundles.amounts_of_rows(orders))
+    return protocol.MerkleTree(leaves), protocol.canonical_deltas(bundles.amounts_of_rows(orders), index_of)
 
 
 def culprits(revert: ContractRevert, orders: list[db.Order]) -> list[tuple[db.Order, str]]:
@@ -144,7 +156,7 @@ class Batcher:
         """Sends the batches recorded without a transaction (a crash between the two commits, or a
         transaction the node refused), unless the chain already holds their root."""
         with self.reads() as session:
-            lonely = session.scalars(select(db.Batch).where(db.Batch.status == "pending", db.Batch.tx_id.is_(None))).all()
+            lonely = session.scalars(select(db.Batch).where(db.Batch.status == BatchStatus.PENDING, db.Batch.tx_id.is_(None))).all()
         for batch in lonely:
             if self.chain.batch_id_of_root(bytes.fromhex(batch.root[2:])) != 0:
                 continue  # it landed: the follower marks it anchored
@@ -162,7 +174,7 @@ class Batcher:
             rows = session.execute(
                 select(db.Batch.id, db.Transaction)
                 .join(db.Transaction, db.Batch.tx_id == db.Transaction.id)
-                .where(db.Batch.status == "sent")
+                .where(db.Batch.status == BatchStatus.SENT)
             ).all()
         for batch_id, tx in rows:
             receipt = self.chain.receipt(tx.tx_hash)
@@ -188,21 +200,21 @@ class Batcher:
             session.execute(
                 update(db.Batch)
                 .where(db.Batch.id == batch_id, db.Batch.status.in_(IN_FLIGHT))
-                .values(status="failed", error=error)
+                .values(status=BatchStatus.FAILED, error=error)
             )
             session.execute(
                 update(db.Order)
-                .where(db.Order.batch_id == batch_id, db.Order.status == "accepted")
+                .where(db.Order.batch_id == batch_id, db.Order.status == OrderStatus.ACCEPTED)
                 .values(batch_id=None, leaf_index=None)
             )
 
     def _unsend(self, batch_id: int) -> None:
         with self.sessions() as session, session.begin():
-            session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=None, status="pending"))
+            session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=None, status=BatchStatus.PENDING))
 
     def step(self) -> bool:
         """Makes and sends one batch when one is due; returns whether it did."""
-        queued = (db.Order.status == "accepted", db.Order.batch_id.is_(None))
+        queued = (db.Order.status == OrderStatus.ACCEPTED, db.Order.batch_id.is_(None))
         with self.reads() as session:
             in_flight = session.scalar(
                 select(db.Batch.id).where(db.Batch.status.in_(IN_FLIGHT)).offset(self.max_in_flight - 1).limit(1)
@@ -220,17 +232,24 @@ class Batcher:
                 orders = session.scalars(
                     select(db.Order).where(*queued).order_by(db.Order.seq).limit(self.settings.batch_max_orders)
                 ).all()
+                index_of = account_indexes(session, orders)
         if due > 0:
             self.wake.wait(due)
             self.wake.clear()
             return True
         self._queued = max(0, self._queued - len(orders))
+        unindexed = [o for o in orders if bytes.fromhex(o.volunteer[2:]) not in index_of or bytes.fromhex(o.payer[2:]) not in index_of]
+        if unindexed:
+            self._reject([(o, "account_not_active: an account of the order has no account index on chain") for o in unindexed])
+            orders = [o for o in orders if o not in unindexed]
         while orders:
-            tree, deltas = build(orders)
+            tree, deltas = build(orders, index_of)
             call = self.chain.anchor_batch(tree.root, len(orders), deltas)
             try:
                 gas = self.sender.simulate(call)
             except ContractRevert as revert:
+                if revert.name == "TimeBankRootAlreadyAnchored" and self._relink(orders, tree):
+                    return True
                 rejected = culprits(revert, orders)
                 if not rejected:
                     log.error("batch refused by the contract: %s", revert)
@@ -243,13 +262,39 @@ class Batcher:
             return True
         return True
 
+    def _relink(self, orders: list[db.Order], tree: protocol.MerkleTree) -> bool:
+        """The chain already holds this root: a batch of ours that a chain reset had given up (its orders
+        queued again) whose transaction was mined after all (broadcast before the reset, mined once the
+        nonces before it were filled). The orders go back to that batch, anchored if the follower has
+        seen it already, else when it does. False when the root is not one of our batches."""
+        root = protocol.to_hex(tree.root)
+        with self.sessions() as session, session.begin():
+            batch = session.scalar(select(db.Batch).where(db.Batch.root == root))
+            if batch is None:
+                return False
+            anchored = batch.status == "anchored"
+            session.connection().execute(
+                update(db.Order.__table__)
+                .where(db.Order.__table__.c.seq == bindparam("o_seq"), db.Order.__table__.c.status == "accepted")
+                .values(
+                    batch_id=batch.id,
+                    leaf_index=bindparam("o_leaf"),
+                    status="anchored" if anchored else "accepted",
+                    anchored_at=time.time() if anchored else None,
+                ),
+                [{"o_seq": o.seq, "o_leaf": tree.tree_index[i]} for i, o in enumerate(orders)],
+            )
+        log.warning("batch %s (root %s) was anchored after all: its %d orders are back in it", batch.id, root, len(orders))
+        self.on_change(everything=True)
+        return True
+
     def _reject(self, rejected: list[tuple[db.Order, str]]) -> None:
         with self.sessions() as session, session.begin():
             for order, reason in rejected:
                 session.execute(
                     update(db.Order)
-                    .where(db.Order.seq == order.seq, db.Order.status == "accepted")
-                    .values(status="rejected", reason=reason)
+                    .where(db.Order.seq == order.seq, db.Order.status == OrderStatus.ACCEPTED)
+                    .values(status=OrderStatus.REJECTED, reason=reason)
                 )
         self.on_change(accounts={o.volunteer for o, _ in rejected}, balances={o.payer for o, _ in rejected})
         log.warning("rejected %d orders the chain no longer allows", len(rejected))
@@ -258,7 +303,7 @@ class Batcher:
         with self.sessions() as session:
             with session.begin():
                 root = protocol.to_hex(tree.root)
-                batch = session.scalar(select(db.Batch).where(db.Batch.root == root, db.Batch.status == "failed"))
+                batch = session.scalar(select(db.Batch).where(db.Batch.root == root, db.Batch.status == BatchStatus.FAILED))
                 if batch is None:
                     batch = db.Batch(root=root)
                     session.add(batch)
@@ -266,7 +311,7 @@ class Batcher:
                 batch.count = len(orders)
                 batch.deltas = deltas.hex()
                 batch.tree = json.dumps([node.hex() for node in tree.tree])
-                batch.status = "pending"
+                batch.status = BatchStatus.PENDING
                 batch.tx_id = batch.chain_batch_id = batch.tx_hash = batch.block_number = batch.block_hash = None
                 batch.created_at = time.time()
                 session.flush()
@@ -294,7 +339,7 @@ class Batcher:
         with self.sessions() as session:
             row = self.sender.record(session, call, f"batch:{batch_id}", int(gas * 1.2) + 20_000)
             try:
-                session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=row.id, status="sent"))
+                session.execute(update(db.Batch).where(db.Batch.id == batch_id).values(tx_id=row.id, status=BatchStatus.SENT))
                 session.commit()
             except BaseException:
                 self.sender.abandoned()

@@ -25,17 +25,21 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 import time
-from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import quote
+from datetime import datetime
 from typing import Any
 
 import rfc8785
 from eth_hash.auto import keccak
 from sqlalchemy import select
 
-from . import bundles, db, protocol
+from . import bundles, db, names, protocol
 from .errors import ApiError
 from .service import Service
+from .vocabulary import CHINA_TIME, OrderStatus
 
 CERTIFICATE_FORMAT = "timebank-certificate/1"
 ATTACHMENT_NAME = "certificate.json"
@@ -65,17 +69,21 @@ def certificate_digest(certificate: dict[str, Any]) -> str:
 
 
 def qr_payload(*, base_url: str, account: str, digest: str) -> str:
-    """What the PDF's QR code encodes: the URL of the account's JSON certificate (fetch it, then POST it
-    to /v1/certificates/verify), with the digest of the certificate the PDF was made from as the URL's
-    fragment (kept by the reader, never sent to the server)."""
-    return f"{base_url.rstrip('/')}/v1/accounts/{account}/certificate#digest={digest}"
+    """What the PDF's QR code encodes: the auditor page (`/verify`) with, in the URL's fragment (kept by
+    the browser, never sent to a server), `certificate=` the path of the account's JSON certificate on
+    the same service (relative: a shorter QR code) and `digest=` the digest of the certificate the PDF was
+    made from. The page fetches the certificate and checks every proof against the chain in the browser."""
+    path = quote(f"/v1/accounts/{account}/certificate", safe="/")
+    return f"{base_url.rstrip('/')}/verify#certificate={path}&digest={digest}"
 
 
 # ----- issuing ------------------------------------------------------------------------------------
 
 
-def build_certificate(service: Service, *, account: bytes) -> dict[str, Any]:
-    """The JSON certificate of `account`; `not_found` when the chain does not know the account."""
+def build_certificate(service: Service, *, account: bytes, holder: db.Person | None = None) -> dict[str, Any]:
+    """The JSON certificate of `account`; `not_found` when the chain does not know the account. With
+    `holder` (the person, when the caller gave the card's number and check code) it names the holder:
+    `holder {name, cardNumber}`; without, it names no person."""
     account_hex = protocol.to_hex(account)
     block = service.chain.block_number()
     held = service.chain.get_account(account, block)
@@ -83,10 +91,12 @@ def build_certificate(service: Service, *, account: bytes) -> dict[str, Any]:
         raise ApiError("not_found", f"no account {account_hex}")
     star = service.chain.star_level(account, block)
     orders = order_bundles(service, volunteer=account_hex)
-    return {
+    certificate = {
         "format": CERTIFICATE_FORMAT,
         "account": account_hex,
         "district": held.district,
+        "districtName": names.name_of(held.district),
+        "issuer": {"district": held.district, "name": f"{names.full_name_of(held.district) or held.district}时间银行"},
         "issuedAt": int(time.time()),
         "chain": {"chainId": service.chain_id, "contract": service.contract_address, "blockNumber": block},
         "earnedMinutes": held.earned,
@@ -96,6 +106,9 @@ def build_certificate(service: Service, *, account: bytes) -> dict[str, Any]:
         "orders": orders,
         "totalMinutes": sum(b["order"]["minutes"] for b in orders),
     }
+    if holder is not None:
+        certificate["holder"] = {"name": holder.name, "cardNumber": holder.card_number}
+    return certificate
 
 
 def order_bundles(service: Service, *, volunteer: str) -> list[dict[str, Any]]:
@@ -105,7 +118,7 @@ def order_bundles(service: Service, *, volunteer: str) -> list[dict[str, Any]]:
             select(db.Order.order_id)
             .where(
                 db.Order.volunteer == volunteer,
-                db.Order.status == "anchored",
+                db.Order.status == OrderStatus.ANCHORED,
                 db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
             )
             .order_by(db.Order.start_time, db.Order.order_id)
@@ -306,25 +319,45 @@ def verify_certificate(service: Service, *, body: Any) -> dict[str, Any]:
 
 # ----- the PDF ------------------------------------------------------------------------------------
 
-_CJK_FONT = "STSong-Light"  # a standard Adobe-GB1 CID font: PDF readers supply it, nothing is embedded
-_fonts_registered = False
-CHINA_TIME = timezone(timedelta(hours=8), "UTC+8")
+#: TrueType fonts with Chinese glyphs (glyf outlines, which the PDF embeds as FontFile2 subsets), in the
+#: order tried when `TIMEBANK_CJK_FONT` is not set; `make run` and `make test` install Debian's
+#: fonts-wqy-microhei.
+CJK_FONT_CANDIDATES = (
+    Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
+    Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),
+    Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),
+)
+_FONT = "TimeBankCJK"
+_font_lock = threading.Lock()
+_font_path: Path | None = None
 
 
-def _register_fonts() -> None:
-    global _fonts_registered
-    if not _fonts_registered:
-        from reportlab.pdfbase import pdfmetrics
-        from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+def cjk_font_path(configured: Path | None = None) -> Path:
+    for path in (configured,) if configured is not None else CJK_FONT_CANDIDATES:
+        if path is not None and path.is_file():
+            return path
+    raise RuntimeError(
+        "no Chinese TrueType font for the certificate PDF: install Debian's fonts-wqy-microhei (make run does), "
+        "or set TIMEBANK_CJK_FONT to a TrueType (.ttf, .ttc) font file"
+    )
 
-        pdfmetrics.registerFont(UnicodeCIDFont(_CJK_FONT))
-        _fonts_registered = True
+
+def _register_font(configured: Path | None) -> None:
+    """Registers the CJK TrueType font once: reportlab embeds in each PDF only the glyphs it uses (a
+    subset, FontFile2), so the PDF shows its Chinese in a reader with no Chinese font at all."""
+    global _font_path
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    path = cjk_font_path(configured)
+    with _font_lock:
+        if _font_path != path:
+            pdfmetrics.registerFont(TTFont(_FONT, str(path), subfontIndex=0))
+            _font_path = path
 
 
 def _star(c, x: float, y: float, radius: float, filled: bool) -> None:
     """A five-pointed star centred at (x, y), drawn as a path (no font needed)."""
-    import math
-
     path = c.beginPath()
     for i in range(10):
         r = radius if i % 2 == 0 else radius * 0.382
@@ -349,117 +382,161 @@ def _qr(c, payload: str, x: float, y: float, size: float) -> None:
                 c.rect(x + col * module, top, module, module, stroke=0, fill=1)
 
 
-def render_pdf(certificate: dict[str, Any], *, base_url: str) -> bytes:
-    """The printable certificate: the volunteer's account, district, hours, star level, issue date,
-    orders and the QR code of `qr_payload`; the canonical JSON certificate is attached to it as
-    `certificate.json`, so the PDF carries its own proofs. Labels are bilingual: Chinese in the standard
-    CID font STSong-Light (not embedded: readers supply it), English in Helvetica."""
+def _short(hex_value: str) -> str:
+    return f"{hex_value[:6]}…{hex_value[-4:]}"
+
+
+def service_rows(certificate: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per order of the certificate, as the PDF lists them: date (Asia/Shanghai), type name,
+    hours, the order's district, and where its proof is (chain, contract, batch, block)."""
+    rows = []
+    for number, b in enumerate(certificate["orders"], 1):
+        order, batch, domain = b["order"], b["batch"], b["domain"]
+        start = datetime.fromtimestamp(order["startTime"], CHINA_TIME)
+        rows.append(
+            {
+                "number": number,
+                "date": start.strftime("%Y-%m-%d"),
+                "time": start.strftime("%H:%M"),
+                "type": names.service_type_name(order["serviceType"], "zh"),
+                "typeEn": names.service_type_name(order["serviceType"], "en"),
+                "hours": f"{order['minutes'] / 60:.2f}",
+                "district": names.name_of(order["district"]) or str(order["district"]),
+                "proof": f"{domain['chainId']} · {_short(domain['verifyingContract'])} · #{batch['id']} · {batch['blockNumber']}",
+            }
+        )
+    return rows
+
+
+def render_pdf(certificate: dict[str, Any], *, base_url: str, font: Path | None = None) -> bytes:
+    """The printable certificate (书面证明), Chinese first with English beside it: the holder's name and card
+    number (when the holder asked for it with the card's check code), the account, its district's name,
+    hours, stars, the issuing district, issue date (Asia/Shanghai), chain and contract, every service
+    (date, type, hours, district, chain, contract and batch of its proof), and the QR code of
+    `qr_payload` (the auditor page with this certificate). Every glyph is set in one embedded subset of a
+    CJK TrueType font (`cjk_font_path`). The canonical JSON certificate is attached as `certificate.json`."""
     from pypdf import PdfReader, PdfWriter
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.utils import simpleSplit
     from reportlab.pdfgen import canvas
 
-    _register_fonts()
+    _register_font(font)
     digest = certificate_digest(certificate)
     account = certificate["account"]
     payload = qr_payload(base_url=base_url, account=account, digest=digest)
     issued = datetime.fromtimestamp(certificate["issuedAt"], CHINA_TIME)
     stars = certificate["starLevel"]
     orders = certificate["orders"]
+    district = certificate["district"]
+    district_name = names.full_name_of(district) or str(district)
+    holder = certificate.get("holder")
 
     out = io.BytesIO()
-    c = canvas.Canvas(out, pagesize=A4, pageCompression=1)
-    c.setTitle("Time Bank Service-Record Certificate")
+    c = canvas.Canvas(out, pagesize=A4, pageCompression=1, initialFontName=_FONT, initialFontSize=10)
+    c.setTitle("时间银行志愿服务记录证明 Time Bank Service-Record Certificate")
     c.setSubject(f"account {account}; certificate digest {digest}")
-    c.setAuthor("Time-bank ledger")
+    c.setAuthor(f"{district_name}时间银行")
     width, height = A4
-    left, right = 56, width - 56
+    left, right = 50, width - 50
 
-    c.setFont(_CJK_FONT, 22)
-    c.drawCentredString(width / 2, height - 80, "时间银行志愿服务记录证明")
-    c.setFont("Helvetica-Bold", 14)
-    c.drawCentredString(width / 2, height - 104, "Time Bank Volunteer Service-Record Certificate")
-    c.setLineWidth(0.8)
-    c.line(left, height - 118, right, height - 118)
-
-    rows: list[tuple[str, str, str | None, str]] = [
-        ("账户", "Account", account, "Courier"),
-        ("所属区", "District", str(certificate["district"]), "Helvetica"),
-        ("累计服务时长", "Service hours", f"{certificate['hours']:.2f} hours ({certificate['earnedMinutes']:,} minutes earned)", "Helvetica-Bold"),
-        ("星级", "Star level", None, "Helvetica"),
-        (
-            "服务订单",
-            "Service orders",
-            f"{len(orders)} orders, {certificate['totalMinutes']:,} minutes, each with its Merkle proof",
-            "Helvetica",
-        ),
-        ("签发日期", "Issued", issued.strftime("%Y-%m-%d %H:%M") + " (UTC+8)", "Helvetica"),
-        (
-            "区块链",
-            "Chain",
-            f"chain id {certificate['chain']['chainId']}, block {certificate['chain']['blockNumber']}",
-            "Helvetica",
-        ),
-        ("合约", "Contract", certificate["chain"]["contract"], "Courier"),
-        ("证书摘要", "Digest", digest, "Courier"),
-    ]
-    y = height - 150
-    value_x = 200
-    for chinese, english, value, font in rows:
-        c.setFont(_CJK_FONT, 11)
-        c.drawString(left, y, chinese)
-        c.setFont("Helvetica", 9)
-        c.setFillGray(0.35)
-        c.drawString(left, y - 11, english)
+    def text(x: float, y: float, value: str, size: float, gray: float = 0, centred: bool = False) -> None:
+        c.setFont(_FONT, size)
+        c.setFillGray(gray)
+        (c.drawCentredString if centred else c.drawString)(x, y, value)
         c.setFillGray(0)
-        if value is None:  # the stars
+
+    text(width / 2, height - 70, "时间银行志愿服务记录证明", 22, centred=True)
+    text(width / 2, height - 90, "Time Bank Volunteer Service-Record Certificate", 11, 0.35, centred=True)
+    c.setLineWidth(0.8)
+    c.line(left, height - 102, right, height - 102)
+
+    hours = certificate["hours"]
+    rows: list[tuple[str, str, str, str, float]] = []  # (label, English label, value, English value, size)
+    if holder:
+        rows.append(("持证人", "Holder", f"{holder['name']}（卡号 {holder['cardNumber']}）", f"card number {holder['cardNumber']}", 11))
+    rows += [
+        ("账户", "Account", account, "keccak256 of the card number", 8),
+        ("所属区", "District", f"{district_name}（{district}）", f"GB/T 2260 code {district}", 11),
+        ("累计服务时长", "Service hours", f"{hours:.2f} 小时（{certificate['earnedMinutes']:,} 分钟）",
+         f"{hours:.2f} hours ({certificate['earnedMinutes']:,} minutes earned)", 11),
+        ("星级", "Star level", "", f"{stars} of 5 stars", 11),
+        ("服务记录", "Service orders", f"{len(orders)} 笔，共 {certificate['totalMinutes']:,} 分钟，每笔附默克尔证明",
+         f"{len(orders)} orders, {certificate['totalMinutes']:,} minutes, each with its Merkle proof", 11),
+        ("签发单位", "Issued by", f"{district_name}时间银行", f"the time bank of district {district}", 11),
+        ("签发日期", "Issued", issued.strftime("%Y-%m-%d %H:%M") + "（北京时间）", "China Standard Time, UTC+8", 11),
+        ("区块链", "Chain", f"链 ID {certificate['chain']['chainId']}，区块 {certificate['chain']['blockNumber']}",
+         f"chain id {certificate['chain']['chainId']}, block {certificate['chain']['blockNumber']}", 11),
+        ("合约", "Contract", certificate["chain"]["contract"], "the TimeBank contract", 9),
+        ("证书摘要", "Digest", digest, "keccak256 of the canonical JSON attached", 8),
+    ]
+    y = height - 128
+    value_x = 150
+    for label, english, value, value_en, size in rows:
+        text(left, y, label, 11)
+        text(left, y - 11, english, 7.5, 0.4)
+        if label == "星级":
             for i in range(5):
                 _star(c, value_x + 8 + i * 20, y + 3, 8, filled=i < stars)
-            c.setFont("Helvetica", 11)
-            c.drawString(value_x + 108, y, f"{stars} of 5 stars")
+            text(value_x + 108, y, f"{stars} 星", 11)
         else:
-            size = 8 if font == "Courier" else 11
-            c.setFont(font, size)
-            c.drawString(value_x, y, value)
-        y -= 34
+            text(value_x, y, value, size)
+        text(value_x, y - 11, value_en, 7.5, 0.4)
+        y -= 29
 
-    c.setFont("Helvetica", 8)
-    c.setFillGray(0.35)
     note = (
-        "Star levels: 1 to 5 stars at 100, 300, 600, 1,000 and 1,500 earned hours. Hours and star level are "
-        "the chain's (getAccount, starLevel) at the block above; the orders are those this service anchored."
+        "星级：累计服务 100、300、600、1,000、1,500 小时分别为一至五星。时长与星级为上述区块时链上的数值（getAccount、"
+        "starLevel）；服务记录为本服务上链的订单。 Star levels: 1 to 5 stars at 100, 300, 600, 1,000 and 1,500 "
+        "earned hours; hours and stars are the chain's at the block above."
     )
-    for line in simpleSplit(note, "Helvetica", 8, right - left):
-        c.drawString(left, y + 8, line)
+    for line in simpleSplit(note, _FONT, 7.5, right - left):
+        text(left, y + 6, line, 7.5, 0.35)
         y -= 10
-    c.setFillGray(0)
 
-    qr_size = 150
-    qr_y = y - qr_size - 10
-    _qr(c, payload, left - 10, qr_y, qr_size)
-    text_x = left + qr_size + 6
-    c.setFont(_CJK_FONT, 12)
-    c.drawString(text_x, qr_y + qr_size - 24, "扫码核验")
-    c.setFont("Helvetica-Bold", 10)
-    c.drawString(text_x, qr_y + qr_size - 38, "Scan to verify")
-    c.setFont("Courier", 7)
-    line_y = qr_y + qr_size - 54
-    per_line = int((right - text_x) / (0.6 * 7))  # Courier's glyphs are 0.6 em wide
-    url, _, fragment = payload.partition("#")
-    for part in (url, "#" + fragment):
-        for start in range(0, len(part), per_line):
-            c.drawString(text_x, line_y, part[start : start + per_line])
-            line_y -= 9
-    c.setFont("Helvetica", 8)
+    qr_size = 120
+    qr_y = y - qr_size
+    _qr(c, payload, left - 8, qr_y, qr_size)
+    text_x = left + qr_size + 4
+    text(text_x, qr_y + qr_size - 20, "扫码核验 Scan to verify", 12)
+    line_y = qr_y + qr_size - 34
+    for part in _chunks(payload, _FONT, 6.5, right - text_x):
+        text(text_x, line_y, part, 6.5)
+        line_y -= 8
     how = (
-        "The QR code holds the URL of this account's JSON certificate and, after #digest=, the keccak-256 of "
-        f"the RFC 8785 canonical JSON this PDF was made from, which is attached to it as {ATTACHMENT_NAME}. "
-        "POST a JSON certificate to /v1/certificates/verify to check every order's proof against the chain, "
-        "or check each proof with timebank-verify and a node you trust."
+        "二维码打开核验页面并载入本证明的 JSON（本 PDF 亦附 certificate.json，#digest= 后为其摘要）；核验页在浏览器中对照区块链"
+        "逐笔检查证明，也可用 timebank-verify 与自己信任的节点核验。 The QR code opens the auditor page with this "
+        "certificate's JSON (also attached to this PDF); it checks every proof against the chain in the browser."
     )
-    for line in simpleSplit(how, "Helvetica", 8, right - text_x):
-        c.drawString(text_x, line_y - 4, line)
-        line_y -= 10
+    for line in simpleSplit(how, _FONT, 7, right - text_x):
+        text(text_x, line_y - 2, line, 7, 0.2)
+        line_y -= 9
+    y = min(qr_y, line_y) - 22
+
+    # the services, continued on further pages as needed
+    columns = [(left, "序号", "No."), (left + 30, "日期", "Date"), (left + 100, "服务类型", "Type"),
+               (left + 190, "时长(小时)", "Hours"), (left + 250, "服务区", "District"), (left + 320, "链 · 合约 · 批次 · 区块", "Chain · contract · batch · block")]
+
+    def header(y: float) -> float:
+        text(left, y, f"服务明细 Services（{len(orders)}）", 12)
+        y -= 16
+        for x, zh, en in columns:
+            text(x, y, zh, 8.5)
+            text(x, y - 9, en, 6.5, 0.4)
+        c.setLineWidth(0.4)
+        c.line(left, y - 13, right, y - 13)
+        return y - 25
+
+    bottom = 50
+    y = header(y) if y - 60 > bottom else None
+    for row in service_rows(certificate):
+        if y is None or y < bottom:
+            c.showPage()
+            y = header(height - 60)
+        values = (str(row["number"]), row["date"], row["type"], row["hours"], row["district"], row["proof"])
+        for (x, _zh, _en), value in zip(columns, values):
+            text(x, y, value, 8.5)
+        y -= 14
+    if not orders:
+        text(left, y if y is not None else height - 60, "（无已上链的服务订单 no anchored service order）", 9, 0.35)
     c.showPage()
     c.save()
 
@@ -468,3 +545,16 @@ def render_pdf(certificate: dict[str, Any], *, base_url: str) -> bytes:
     final = io.BytesIO()
     writer.write(final)
     return final.getvalue()
+
+
+def _chunks(value: str, font: str, size: float, width: float) -> list[str]:
+    """`value` cut into lines no wider than `width` (a URL has no spaces to break at)."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    lines, line = [], ""
+    for ch in value:
+        if line and stringWidth(line + ch, font, size) > width:
+            lines.append(line)
+            line = ""
+        line += ch
+    return lines + ([line] if line else [])

@@ -1,4 +1,9 @@
-"""Relayed administrative commands, kept so that a chain that lost blocks gets them back.
+"""Administrative commands (PROTOCOL.md section 4): checked, relayed to the contract with the monthly-grant
+hook (api/people.py), and kept so that a chain that lost blocks gets them back.
+
+`Commands.relay` recovers the signer, refuses the city-only commands of anyone else, simulates the call
+against the chain (the contract checks the role and the nonce; its custom error becomes the answer's
+code, `chain.CONTRACT_ERRORS`), sends it and answers once it is mined and the mirror has applied it.
 
 Every command the service relays is recorded with its signed message and its transaction, in the commit
 that records the transaction. When the follower finds that the chain lost blocks (a node restored from an
@@ -19,23 +24,30 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 
-from . import db
-from .chain import BroadcastRefused, ChainUnavailable, ContractRevert
+from . import bundles, db, people, protocol
+from .chain import BroadcastRefused, Call, ChainUnavailable, ContractRevert
 from .errors import ApiError
+from .vocabulary import CommandStatus, OrderStatus, TxStatus
 
 if TYPE_CHECKING:
     from .service import Service
 
 log = logging.getLogger(__name__)
 
-RELAYED, RESENDING, LOST = "relayed", "resending", "lost"
+RELAYED, RESENDING, LOST = CommandStatus.RELAYED, CommandStatus.RESENDING, CommandStatus.LOST
 LISTED_IN_HEALTH = 20
+REBROADCAST_SECONDS = 5.0
+
+
+def _bytes(hex_value: str) -> bytes:
+    return bytes.fromhex(hex_value[2:])
 
 
 class Commands:
     def __init__(self, service: Service):
         self.service = service
         self.waiting = True  # commands may be waiting to be sent again (looked up at the next `resend_due`)
+        self._next_rebroadcast = 0.0
 
     # ----- the relay ------------------------------------------------------------------------------
 
@@ -63,6 +75,94 @@ class Commands:
         with self.service.sessions() as session, session.begin():
             session.execute(update(db.Command).where(db.Command.tx_hash == tx_hash).values(acknowledged=True))
 
+    def relay(self, body: Any) -> dict[str, Any]:
+        """Checks a signed administrative command (signature and role), relays it to the contract, and
+        answers once the chain has mined it and the mirror has applied it."""
+        service = self.service
+        if not isinstance(body, dict) or not {"type", "message", "signature"} <= body.keys():
+            raise ApiError("invalid_request", "expected an object with type, message and signature")
+        kind = body["type"]
+        if not isinstance(kind, str) or kind not in protocol.COMMAND_FUNCTIONS:
+            raise ApiError("unknown_type", f"unknown command type {str(kind)[:40]!r}")
+        try:
+            message = protocol.parse_message(kind, body["message"])
+            signature = protocol.parse_bytes(body["signature"], 65, "signature")
+            signer = protocol.to_hex(protocol.recover(protocol.typed_digest(service.separator, kind, message), signature))
+        except protocol.ProtocolError as exc:
+            raise ApiError(exc.code, exc.message) from None
+        call = self.command_call(kind, message, signer, signature)
+        # a monthly grant (api/people.py) is refused when the period's grant is recorded, and recorded after
+        with people.monthly_grant_claim(service, kind, message) as claim:
+            answer = self._relay(kind, call, message, signature, signer)
+            claim.record(answer["txHash"])
+        return answer
+
+    def command_call(self, kind: str, message: dict[str, Any], signer: str, signature: bytes) -> Call:
+        """The contract call of a checked command (raises `ApiError` when it cannot be made)."""
+        args = self._command_args(kind, message, signer)
+        return self.service.chain.command(kind, args[0], signature, *args[1:])
+
+    def _relay(self, kind: str, call: Call, message: dict[str, Any], signature: bytes, signer: str) -> dict[str, Any]:
+        """Simulates, sends and waits for a checked command's transaction, then for the mirror to apply it.
+        The command is recorded with its transaction, so a chain rollback cannot lose it."""
+        service = self.service
+        try:
+            gas = service.sender.simulate(call)
+        except ContractRevert as revert:
+            if revert.name == "TimeBankUnauthorized":
+                district = revert.args_by_name.get("district")
+                raise ApiError("unauthorized", f"{signer} is not the administrator of district {district}") from None
+            raise ApiError(revert.code, f"the contract refused: {revert}") from None
+        except ChainUnavailable:
+            raise ApiError("chain_unavailable") from None
+        try:
+            with service.sessions() as session:
+                row = service.sender.record(session, call, f"command:{kind}", int(gas * 1.3) + 20_000)
+                try:
+                    self.record(session, kind, message, signature, signer, row)
+                    session.commit()
+                except BaseException:
+                    service.sender.abandoned()
+                    raise
+            service.sender.committed(row)
+            receipt = service.sender.wait(row.tx_hash, service.settings.tx_timeout_seconds)
+        except ChainUnavailable:
+            raise ApiError("chain_unavailable") from None
+        except BroadcastRefused as exc:
+            raise ApiError("chain_refused", str(exc)[:300]) from None
+        except TimeoutError:
+            raise ApiError("chain_timeout", f"transaction {row.tx_hash} not mined yet") from None
+        if receipt["status"] != 1:
+            raise ApiError("command_refused", f"transaction {row.tx_hash} reverted")
+        self.acknowledged(row.tx_hash)
+        followed = service.follower.wait_followed(receipt["blockNumber"] + service.settings.confirmations - 1, service.settings.tx_timeout_seconds)
+        return {
+            "txHash": row.tx_hash,
+            "blockNumber": receipt["blockNumber"],
+            "signer": signer,
+            "type": kind,
+            "applied": followed,
+        }
+
+    def _command_args(self, kind: str, m: dict[str, Any], signer: str) -> list[Any]:
+        """The contract call's arguments (the struct first; the signature goes second). The city-only
+        commands are refused here; a district's role is checked by simulating the call against the
+        chain itself (the mirror may be a block behind)."""
+        if kind in ("RegisterDistrict", "RegisterAuditor") and signer != self.service.city_admin:
+            raise ApiError("unauthorized", f"{signer} is not the city administrator")
+        struct = tuple((_bytes(m[f]) if isinstance(m[f], str) else m[f]) for f, _ in protocol.TYPES[kind])
+        if kind == "RevokeOrder":
+            row, batch, tree = self.service.anchored_order(m["orderId"])
+            if row.digest != m["digest"].lower():
+                raise ApiError(
+                    "command_refused",
+                    f"RevokeOrder.digest {m['digest']} is not the digest of order {m['orderId']} ({row.digest})",
+                )
+            order = protocol.ServiceOrder.from_json(bundles.order_json(row))
+            proof = bundles.proof_path(tree, row.leaf_index)
+            return [struct, order.as_tuple(), _bytes(row.station), batch.chain_batch_id, proof]
+        return [struct]
+
     # ----- after the chain lost blocks ------------------------------------------------------------
 
     def chain_lost_blocks(self) -> None:
@@ -75,12 +175,12 @@ class Commands:
             rows = session.execute(
                 select(db.Command.id, db.Transaction.tx_hash, db.Transaction.block_number, db.Transaction.status)
                 .join(db.Transaction, db.Command.tx_id == db.Transaction.id)
-                .where(db.Command.status == RELAYED, db.Transaction.status.in_(("mined", "dropped")))
+                .where(db.Command.status == RELAYED, db.Transaction.status.in_((TxStatus.MINED, TxStatus.DROPPED)))
                 .order_by(db.Transaction.block_number.desc(), db.Command.id.desc())
             ).all()
         lost = []
         for command_id, tx_hash, block, status in rows:
-            receipt = None if status == "dropped" else chain.receipt(tx_hash)
+            receipt = None if status == TxStatus.DROPPED else chain.receipt(tx_hash)
             if receipt is not None and receipt["blockNumber"] == block:
                 break  # this block is still the chain's, and so are the ones before it
             if receipt is None:
@@ -96,6 +196,31 @@ class Commands:
             log.error("the chain lost %d relayed commands with its blocks: sending them again", len(lost))
             self.waiting = True
             self.resend_due(revocations=False)
+
+    def rebroadcast(self) -> None:
+        """Every few seconds: broadcasts again, as recorded, the command transactions not mined after a
+        while (their requests may have ended with the chain down or restarted from a snapshot, which lost
+        its pending transactions): each holds a nonce, and the relayer's later transactions wait for it. A
+        transaction the node refuses gives its nonce back (`TxSender.resend`)."""
+        if time.monotonic() < self._next_rebroadcast:
+            return
+        self._next_rebroadcast = time.monotonic() + REBROADCAST_SECONDS
+        sender = self.service.sender
+        with self.service.reads() as session:
+            stale = session.scalars(
+                select(db.Transaction)
+                .join(db.Command, db.Command.tx_id == db.Transaction.id)
+                .where(db.Transaction.status == "sent", db.Transaction.created_at < time.time() - REBROADCAST_SECONDS)
+            ).all()
+        for tx in stale:
+            receipt = self.service.chain.receipt(tx.tx_hash)
+            if receipt is not None:
+                sender.settled(tx.id, receipt)
+                continue
+            try:
+                sender.resend(tx)
+            except BroadcastRefused as exc:
+                log.error("the node refuses command transaction %s: %s", tx.tx_hash, exc)
 
     def resend_due(self, revocations: bool = True) -> None:
         """Sends again, oldest first, the commands waiting to be; each is mined before the next is sent (a
@@ -122,7 +247,7 @@ class Commands:
         message = json.loads(command.message)
         signature = bytes.fromhex(command.signature[2:])
         try:
-            call = service.command_call(command.type, message, command.signer, signature)
+            call = self.command_call(command.type, message, command.signer, signature)
         except ApiError as exc:
             if exc.code == "order_not_anchored" and self._order_may_be_anchored(message):
                 return False
@@ -164,7 +289,7 @@ class Commands:
         """The order of a `RevokeOrder` is queued to be anchored (again): its revocation waits for it."""
         with self.service.reads() as session:
             status = session.scalar(select(db.Order.status).where(db.Order.order_id == message["orderId"]))
-        return status == "accepted"
+        return status == OrderStatus.ACCEPTED
 
     def _lose(self, command: db.Command, reason: str) -> None:
         log.error("command %s (%s) lost with the chain's blocks: %s", command.tx_hash, command.type, reason)
@@ -197,7 +322,7 @@ class Commands:
             "status": status,
             "acknowledged": command.acknowledged,
             "currentTxHash": tx.tx_hash,
-            "blockNumber": tx.block_number if tx.status == "mined" else None,
+            "blockNumber": tx.block_number if tx.status == TxStatus.MINED else None,
             "resends": command.resends,
             "reason": command.reason,
         }

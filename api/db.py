@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     create_engine,
@@ -50,7 +51,8 @@ class Order(Base):
     digest: Mapped[str] = mapped_column(HEX32)
     station: Mapped[str] = mapped_column(HEX20)
     status: Mapped[str] = mapped_column(String(16), default="accepted")
-    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # why the order was rejected
+    revoke_reason: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the RevokeOrder command's reason
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
     leaf_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
     accepted_at: Mapped[float] = mapped_column(Float)
@@ -148,6 +150,8 @@ class Account(Base):
     lat: Mapped[float | None] = mapped_column(Float, nullable=True)
     lon: Mapped[float | None] = mapped_column(Float, nullable=True)
     qualified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the account's index in canonical deltas (PROTOCOL.md section 9), from its AccountRegistered event
+    chain_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
 
 
 class Station(Base):
@@ -205,6 +209,8 @@ class Person(Base):
     lon: Mapped[float | None] = mapped_column(Float, nullable=True)
     category: Mapped[str | None] = mapped_column(String(32), nullable=True)
     qualifications: Mapped[str] = mapped_column(Text, default="[]")  # JSON list: doctor, nurse, care_worker, lawyer
+    # the card check code (卡片校验码) as `scrypt$n$r$p$salt$hash`: shown once, never stored in clear
+    check_code_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
 
@@ -247,6 +253,21 @@ class HomeCareVisit(Base):
     imported_at: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_homecare_recipient_time", "recipient", "start_time"),)
+
+
+class Recording(Base):
+    """The voice confirmation (语音确认) of an order: the recording whose keccak256 the order's details
+    name (`confirmation.recording.keccak256`). Personal data: served only to signed requests of the
+    administrators and auditors of the order's district (or the city)."""
+
+    __tablename__ = "recordings"
+
+    order_id: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    keccak: Mapped[str] = mapped_column(HEX32)
+    mime_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    uploaded_at: Mapped[float] = mapped_column(Float)
 
 
 def make_engine(url: str, *, writer: bool = True) -> Engine:

@@ -6,32 +6,90 @@ events of a block range together with the new cursor, so a restart resumes exact
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import db, protocol
-from .chain import Chain
+from .chain import Chain, ChainUnavailable
 from .transactions import TxSender
+from .vocabulary import BatchStatus, OrderStatus
 
 log = logging.getLogger(__name__)
 
 MAX_RANGE = 2000
-TRANSFER = 100
 
 
 class Follower:
-    def __init__(self, chain: Chain, sessions: sessionmaker, start_block: int, confirmations: int = 1, reads: sessionmaker | None = None):
+    def __init__(
+        self,
+        chain: Chain,
+        sessions: sessionmaker,
+        start_block: int,
+        confirmations: int = 1,
+        reads: sessionmaker | None = None,
+        poll_interval: float = 0.2,
+    ):
         self.chain = chain
         self.sessions = sessions
         self.reads = reads or sessions  # for what only reads: no write lock taken
         self.start_block = start_block
         self.confirmations = confirmations
+        self.poll_interval = poll_interval
+        self.followed = threading.Condition()  # notified after every step
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # called after every step of the loop with the number of blocks it applied
+        self.after_step = lambda applied: None
         # told what a step changed: on_change(accounts=..., balances=..., stations=..., everything=...)
         self.on_change = lambda **changed: None
         # called when the chain lost blocks, before the mirror is rebuilt (lost commands are sent again)
         self.on_reset = lambda: None
+
+    # ----- loop -----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="follower", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def run(self) -> None:
+        """Steps until stopped: at once while there are blocks to apply, else every `poll_interval`."""
+        while not self._stop.is_set():
+            try:
+                applied = self.step()
+            except ChainUnavailable as exc:
+                log.warning("follower: chain unavailable (%s)", exc)
+                applied = 0
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("follower step failed")
+                applied = 0
+                self._stop.wait(1.0)
+            with self.followed:
+                self.followed.notify_all()
+            self.after_step(applied)
+            if not applied:
+                self._stop.wait(self.poll_interval)
+
+    def wait_followed(self, block: int, timeout: float) -> bool:
+        """Waits until the mirror has applied `block`; False after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self.followed:
+            while self.applied_block() < block:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.followed.wait(min(left, 0.5))
+        return True
+
+    # ----- steps ----------------------------------------------------------------------------------
 
     def cursor(self, session: Session) -> db.FollowerState | None:
         return session.get(db.FollowerState, 1)
@@ -101,15 +159,15 @@ class Follower:
         session.execute(update(db.Account).values(status=0, balance=0, earned=0))
         state.block_number = self.start_block - 1
         state.block_hash = "0x"
-        lost = session.scalars(select(db.Batch).where(db.Batch.status.in_(("anchored", "sent", "mined")))).all()
+        lost = session.scalars(select(db.Batch).where(db.Batch.status.in_((BatchStatus.ANCHORED, BatchStatus.SENT)))).all()
         for batch in lost:
             if self.chain.batch_id_of_root(bytes.fromhex(batch.root[2:])) == 0:
-                batch.status = "failed"
+                batch.status = BatchStatus.FAILED
                 batch.error = "the chain no longer holds this batch (chain reset); anchored again"
                 session.execute(
                     update(db.Order)
-                    .where(db.Order.batch_id == batch.id, db.Order.status.in_(("accepted", "anchored", "revoked")))
-                    .values(status="accepted", batch_id=None, leaf_index=None, anchored_at=None)
+                    .where(db.Order.batch_id == batch.id, db.Order.status.in_((OrderStatus.ACCEPTED, OrderStatus.ANCHORED, OrderStatus.REVOKED)))
+                    .values(status=OrderStatus.ACCEPTED, batch_id=None, leaf_index=None, anchored_at=None, revoke_reason=None)
                 )
 
     # ----- events (each handler writes only; the step fetched what they need) ----------------------
@@ -132,9 +190,14 @@ class Follower:
     def _on_AccountRegistered(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
         account = session.get(db.Account, a["account"])
         if account is None:
-            session.add(db.Account(account=a["account"], district=a["district"], kind=a["kind"], status=1, balance=0, earned=0, qualified=False))
+            session.add(
+                db.Account(
+                    account=a["account"], district=a["district"], kind=a["kind"], status=1, balance=0, earned=0,
+                    qualified=False, chain_index=a["index"],
+                )
+            )
         else:  # a profile written before the chain registered the account
-            account.district, account.kind, account.status = a["district"], a["kind"], 1
+            account.district, account.kind, account.status, account.chain_index = a["district"], a["kind"], 1, a["index"]
         self._accounts.add(a["account"])
 
     def _on_AccountStatusChanged(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
@@ -154,25 +217,34 @@ class Follower:
 
     def _on_BatchAnchored(self, session: Session, entry: dict, a: dict, call: dict) -> None:
         batch = session.scalar(select(db.Batch).where(db.Batch.root == a["root"]))
-        moved = protocol.unpack_deltas(call["deltas"])
+        indexed = protocol.unpack_deltas(call["deltas"])  # canonical: the contract refused anything else
+        session.flush()  # the reads and the statement below go around the session's objects
+        ids = dict(
+            session.execute(
+                select(db.Account.chain_index, db.Account.account).where(db.Account.chain_index.in_(list(indexed)))
+            ).all()
+        ) if indexed else {}
+        moved = {bytes.fromhex(ids[i][2:]): v for i, v in indexed.items() if i in ids}
+        if len(moved) != len(indexed):
+            log.error("batch %s moves accounts the mirror does not know: indices %s", a["batchId"], sorted(set(indexed) - set(ids)))
         amounts = [
             {"a": protocol.to_hex(account), "delta": earned + received - spent, "earned": earned}
             for account, (earned, received, spent) in moved.items()
         ]
         accounts = db.Account.__table__
-        session.flush()  # the statement below goes around the session's objects
-        session.connection().execute(
-            update(accounts)
-            .where(accounts.c.account == bindparam("a"))
-            .values(balance=accounts.c.balance + bindparam("delta"), earned=accounts.c.earned + bindparam("earned")),
-            amounts,
-        )
+        if amounts:
+            session.connection().execute(
+                update(accounts)
+                .where(accounts.c.account == bindparam("a"))
+                .values(balance=accounts.c.balance + bindparam("delta"), earned=accounts.c.earned + bindparam("earned")),
+                amounts,
+            )
         # our own batch moves a payer's minutes from promised to spent: available stays the same
         self._balances.update(protocol.to_hex(a) for a, (e, r, _s) in moved.items() if batch is None or e or r)
         if batch is None:
             return  # another service's batch: its amounts are applied above
         now = time.time()
-        batch.status = "anchored"
+        batch.status = BatchStatus.ANCHORED
         batch.chain_batch_id = a["batchId"]
         batch.tx_hash = "0x" + bytes(entry["transactionHash"]).hex()
         batch.block_number = entry["blockNumber"]
@@ -180,8 +252,8 @@ class Follower:
         batch.anchored_at = now
         session.execute(
             update(db.Order)
-            .where(db.Order.batch_id == batch.id, db.Order.status == "accepted")
-            .values(status="anchored", anchored_at=now)
+            .where(db.Order.batch_id == batch.id, db.Order.status == OrderStatus.ACCEPTED)
+            .values(status=OrderStatus.ANCHORED, anchored_at=now)
         )
 
     def _on_OrderRevoked(self, session: Session, entry: dict, a: dict, call: dict) -> None:
@@ -193,7 +265,7 @@ class Follower:
         volunteer = session.get(db.Account, volunteer_id)
         if volunteer is not None:
             volunteer.balance -= minutes
-            if service_type != TRANSFER:
+            if service_type != protocol.TRANSFER_SERVICE_TYPE:
                 volunteer.earned = max(0, volunteer.earned - minutes)
         payer = session.get(db.Account, payer_id)
         if payer is not None:
@@ -201,7 +273,7 @@ class Follower:
         session.execute(
             update(db.Order)
             .where(db.Order.order_id == a["orderId"])
-            .values(status="revoked", reason=f"revoked on chain, reason {a['reason']}")
+            .values(status=OrderStatus.REVOKED, revoke_reason=int(a["reason"]))
         )
         self._accounts.add(volunteer_id)  # the revoked order no longer holds the volunteer's time
         self._balances.add(payer_id)

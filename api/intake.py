@@ -25,14 +25,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import db, protocol
 from .errors import ApiError
 from .settings import Settings
+from .vocabulary import OrderStatus
 
 log = logging.getLogger(__name__)
 
-SERVICE_TYPES = {1, 2, 3, 4, 5, 6, 7, 8, 9, protocol.TRANSFER_SERVICE_TYPE}
-PROFESSIONAL_SERVICE_TYPES = {9}
-VOLUNTEER_KINDS = {1, 3}
 CONFIRMATION_METHODS = {"voice", "card", "signature"}
-ACTIVE = 1
 MAX_SERVICE_SECONDS = 24 * 3600  # one service, check-in to check-out
 
 
@@ -106,7 +103,7 @@ def prepare(body: Any, *, separator: bytes, settings: Settings, now: float | Non
             raise ApiError("details_hash_mismatch")
     except protocol.ProtocolError as exc:
         raise ApiError(exc.code, exc.message) from None
-    if order.serviceType not in SERVICE_TYPES:
+    if order.serviceType not in protocol.SERVICE_TYPES:
         raise ApiError("unknown_service_type", f"service type {order.serviceType} is not in the protocol")
     if order.endTime < order.startTime:
         raise ApiError("invalid_time_range")
@@ -223,7 +220,7 @@ class StateCache:
         if payer not in self.available:
             promised = (
                 select(func.coalesce(func.sum(db.Order.minutes), 0))
-                .where(db.Order.payer == payer, db.Order.status == "accepted")
+                .where(db.Order.payer == payer, db.Order.status == OrderStatus.ACCEPTED)
                 .scalar_subquery()
             )
             # one statement: balance and promised minutes from the same snapshot
@@ -240,7 +237,7 @@ class StateCache:
                     db.Order.volunteer == volunteer,
                     db.Order.end_time >= since,
                     db.Order.service_type != protocol.TRANSFER_SERVICE_TYPE,
-                    db.Order.status.in_(("accepted", "anchored")),
+                    db.Order.status.in_((OrderStatus.ACCEPTED, OrderStatus.ANCHORED)),
                 )
             ).all()
             self.intervals[volunteer] = sorted((r.start_time, r.end_time) for r in rows)
@@ -271,15 +268,15 @@ def check_state(session: Session, p: Prepared, settings: Settings, cache: StateC
         account = cache.account(session, protocol.to_hex(account_id))
         if account is None:
             raise ApiError("unknown_account", f"{role} {protocol.to_hex(account_id)} is not registered")
-        if account.status != ACTIVE:
+        if account.status != protocol.ACTIVE:
             raise ApiError("account_not_active", f"{role} {protocol.to_hex(account_id)} is frozen or cancelled")
         accounts[role] = account
     service = o.serviceType != protocol.TRANSFER_SERVICE_TYPE
-    if service and accounts["volunteer"].kind not in VOLUNTEER_KINDS:
+    if service and accounts["volunteer"].kind not in protocol.VOLUNTEER_KINDS:
         raise ApiError("volunteer_wrong_kind")
     if o.payer == o.volunteer:
         raise ApiError("payer_is_volunteer")
-    if o.serviceType in PROFESSIONAL_SERVICE_TYPES and not accounts["volunteer"].qualified:
+    if o.serviceType in protocol.PROFESSIONAL_SERVICE_TYPES and not accounts["volunteer"].qualified:
         raise ApiError("qualification_required")
     recipient = accounts["recipient"]
     if service and recipient.lat is not None and recipient.lon is not None:
@@ -322,7 +319,7 @@ def to_row(p: Prepared, now: float) -> dict[str, Any]:
         signature=protocol.to_hex(p.signature),
         digest=protocol.to_hex(p.digest),
         station=protocol.to_hex(p.station),
-        status="accepted",
+        status=OrderStatus.ACCEPTED,
         accepted_at=now,
     )
 
@@ -369,8 +366,8 @@ def store_group(session: Session, items: list[Prepared | ApiError], settings: Se
             continue
         _record(cache, item)
         rows.append(to_row(item, now))
-        known[order_id] = (protocol.to_hex(item.digest), protocol.to_hex(item.station), "accepted")
-        outcomes.append(Outcome(201, item.answer("accepted")))
+        known[order_id] = (protocol.to_hex(item.digest), protocol.to_hex(item.station), OrderStatus.ACCEPTED)
+        outcomes.append(Outcome(201, item.answer(OrderStatus.ACCEPTED)))
     if rows:
         session.execute(insert(db.Order), rows)
     return outcomes
@@ -404,15 +401,6 @@ class Writer:
         future = loop.create_future()
         self._queue.put((items, loop, future))
         return await future
-
-    def submit_sync(self, items: list[Prepared | ApiError]) -> list[Outcome]:
-        done = threading.Event()
-        box: list = []
-        self._queue.put((items, None, (box, done)))
-        done.wait()
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        return box[0]
 
     def enqueue(self, items: list[Prepared | ApiError], answer) -> None:
         """Queues `items`; the writer's thread calls `answer` with their outcomes (or the exception that
@@ -464,10 +452,6 @@ class Writer:
                     future(value)
                 except Exception:
                     log.exception("answering a group failed")
-            elif loop is None:
-                box, done = future
-                box.append(value)
-                done.set()
             elif isinstance(value, BaseException):
                 loop.call_soon_threadsafe(_set_exception, future, value)
             else:

@@ -8,7 +8,7 @@ kind and status. The ID number itself is never stored: only `salt$sha256(salt �
 
 The order checks read the `accounts` mirror, not this registry: registering or updating a person writes
 the location and `qualified` (held when the volunteer holds any qualification) there, through
-`Service.write_profile`.
+`accounts.write_profile`.
 
 Monthly grants (每月发放). A `Grant` command with reason `GRANT_REASON_MONTHLY` to a registered person is
 a monthly grant: it is refused before it is relayed when the person has no eligibility category
@@ -27,14 +27,16 @@ import secrets
 import threading
 import time
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterator
 
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from . import db, protocol
+from . import db, names, protocol
+from .accounts import account_view, parse_location, write_profile
 from .errors import ApiError
+from .vocabulary import CHINA_TIME
 
 if TYPE_CHECKING:
     from .auth import Caller
@@ -57,12 +59,9 @@ GRANT_REASONS = {
 CATEGORIES = ("80_alone", "60_79_low_income", "60_79_disabled", "60_79_alone", "rural_left_behind")
 # Professional qualifications of volunteers; holding any makes the account `qualified` (service type 9).
 QUALIFICATIONS = ("doctor", "nurse", "care_worker", "lawyer")
-VOLUNTEER, RECIPIENT, GROUP = 1, 2, 3
-PERSON_KINDS = {VOLUNTEER: "volunteer", RECIPIENT: "recipient", GROUP: "group"}
-ACTIVE = 1
+VOLUNTEER, RECIPIENT, GROUP = protocol.KIND_VOLUNTEER, protocol.KIND_RECIPIENT, protocol.KIND_GROUP
+PERSON_KINDS = {kind: protocol.ACCOUNT_KINDS[kind] for kind in (VOLUNTEER, RECIPIENT, GROUP)}  # a person: not a pool
 
-# A month begins at midnight in China Standard Time (UTC+8, no daylight saving).
-PERIOD_TIMEZONE = timezone(timedelta(hours=8))
 _PERIOD = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 _CARD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _ID_NUMBER = re.compile(r"^[0-9A-Z]{6,32}$")
@@ -74,8 +73,9 @@ HISTORY_MAX_LIMIT = 1000
 
 
 def current_period(now: float | None = None) -> str:
-    """The month (`YYYY-MM`) in China Standard Time at `now` (unix seconds)."""
-    return datetime.fromtimestamp(time.time() if now is None else now, PERIOD_TIMEZONE).strftime("%Y-%m")
+    """The month (`YYYY-MM`) in China Standard Time at `now` (unix seconds): a month begins at midnight
+    UTC+8."""
+    return datetime.fromtimestamp(time.time() if now is None else now, CHINA_TIME).strftime("%Y-%m")
 
 
 def parse_period(value: Any) -> str:
@@ -132,8 +132,6 @@ def _uint(value: Any, bits: int, field: str) -> int:
 
 def _fields(body: dict[str, Any], kind: int) -> dict[str, Any]:
     """The person's columns of the given fields of `body`, checked."""
-    from .service import parse_location
-
     out: dict[str, Any] = {}
     if "name" in body:
         out["name"] = _text(body["name"], "name", 200, optional=False)
@@ -221,6 +219,10 @@ def register_person(service: Service, caller: Caller, body: Any) -> dict[str, An
     fields.setdefault("qualifications", "[]")
     account = account_of(card_number)
     now = time.time()
+    from .cards import hash_check_code, new_check_code
+
+    check_code = new_check_code()  # the card check code: answered this once, kept only as a slow hash
+    fields["check_code_hash"] = hash_check_code(check_code)
     for attempt in (1, 2):  # the follower may insert the account's mirror row meanwhile: once more then
         try:
             with service.sessions() as session, session.begin():
@@ -235,13 +237,13 @@ def register_person(service: Service, caller: Caller, body: Any) -> dict[str, An
                 person = db.Person(account=account, card_number=card_number, district=district, created_at=now, updated_at=now, **fields)
                 session.add(person)
                 session.flush()
-                _write_profile(service, session, person, district=district, kind=kind)
+                _write_profile(session, person, district=district, kind=kind)
             break
         except IntegrityError:
             if attempt == 2:
                 raise ApiError("person_exists", f"card {card_number} is registered") from None
     service.writer.cache.invalidate(accounts=[account])
-    return get_person(service, caller, card_number)
+    return {**get_person(service, caller, card_number), "checkCode": check_code}
 
 
 def update_person(service: Service, caller: Caller, card_number: str, body: Any) -> dict[str, Any]:
@@ -262,20 +264,34 @@ def update_person(service: Service, caller: Caller, card_number: str, body: Any)
         for column, value in _fields(body, kind).items():
             setattr(person, column, value)
         person.updated_at = time.time()
-        _write_profile(service, session, person, district=person.district, kind=kind)
+        _write_profile(session, person, district=person.district, kind=kind)
     service.writer.cache.invalidate(accounts=[account])
     return get_person(service, caller, card_number)
 
 
-def _write_profile(service: Service, session, person: db.Person, *, district: int, kind: int) -> None:
+def _write_profile(session, person: db.Person, *, district: int, kind: int) -> None:
     location = None if person.lat is None else {"lat": person.lat, "lon": person.lon}
     qualified = any(q in QUALIFICATIONS for q in json.loads(person.qualifications))
-    service.write_profile(session, person.account, location=location, qualified=qualified, district=district, kind=kind)
+    write_profile(session, person.account, location=location, qualified=qualified, district=district, kind=kind)
+
+
+def _holds_a_role(caller: Caller | None) -> bool:
+    return caller is not None and (caller.city_admin or caller.district is not None or caller.auditor_district is not None)
 
 
 def get_person(service: Service, caller: Caller | None, card_number: str) -> dict[str, Any]:
-    """A person by card number: personal data for the district's administrators and auditors only."""
+    """A person by card number: personal data for the district's administrators and auditors only; the
+    public view (account, district, kind, status) for the holders of any administrator or auditor role.
+    Anyone else (unsigned, or signed by a key with no role) gets `not_found` for every card, registered
+    or not, so card numbers cannot be enumerated here (the family look-up is `POST /v1/people/lookup`,
+    with the card's check code)."""
     account = account_of(parse_card_number(card_number))
+    if not _holds_a_role(caller):
+        raise ApiError(
+            "not_found",
+            "no person visible: a signed request of an administrator or auditor, or the card's check code "
+            "(POST /v1/people/lookup)",
+        )
     with service.reads() as session:
         person = session.get(db.Person, account)
         if person is None:
@@ -292,7 +308,7 @@ def history(service: Service, account: str, *, limit: int = 100, offset: int = 0
     payer, newest first: status, minutes, service type, times. Nothing about the other parties."""
     if not 1 <= limit <= HISTORY_MAX_LIMIT or offset < 0:
         raise ApiError("invalid_request", f"limit: 1 to {HISTORY_MAX_LIMIT}; offset: 0 or more")
-    view = service.account_view(bytes.fromhex(account[2:]))
+    view = account_view(service, bytes.fromhex(account[2:]))
     mine = or_(db.Order.volunteer == account, db.Order.payer == account)
     with service.reads() as session:
         total = session.scalar(select(func.count()).select_from(db.Order).where(mine))
@@ -320,6 +336,9 @@ def history(service: Service, account: str, *, limit: int = 100, offset: int = 0
             "status": r.status,
             "district": r.district,
             "serviceType": r.service_type,
+            "serviceName": names.service_type_name(r.service_type, "zh"),
+            "serviceNameEn": names.service_type_name(r.service_type, "en"),
+            "districtName": names.name_of(r.district),
             "minutes": r.minutes,
             "startTime": r.start_time,
             "endTime": r.end_time,
@@ -406,7 +425,7 @@ def monthly_plan(service: Service, caller: Caller, *, district: int, period: str
                 db.Person.district == district,
                 db.Person.category.is_not(None),
                 db.Account.kind == RECIPIENT,
-                db.Account.status == ACTIVE,
+                db.Account.status == protocol.ACTIVE,
                 ~granted,
             )
             .order_by(db.Person.card_number)
@@ -472,3 +491,64 @@ def monthly_grant_claim(service: Service, kind: str, message: dict[str, Any]) ->
     finally:
         with _claims_lock:
             _claimed.discard(key)
+
+
+# ----- listings (the district console) -------------------------------------------------------------
+
+LIST_MAX_LIMIT = 1000
+
+
+def list_people(service: Service, caller: Caller, *, district: int, kind: int | None, limit: int, offset: int) -> dict[str, Any]:
+    """The persons of a district, by card number (signed request of the district's administrator, the
+    city's, or an auditor of the district or city-wide): card number, account, kind and status (the
+    chain's; 0 until it registers the account), name, category and qualifications. No ID-number hash,
+    phone or address: those stay on the person's own page."""
+    district = _uint(district, 32, "district")
+    if not 1 <= limit <= LIST_MAX_LIMIT or offset < 0:
+        raise ApiError("invalid_request", f"limit: 1 to {LIST_MAX_LIMIT}; offset: 0 or more")
+    if kind is not None and kind not in PERSON_KINDS:
+        raise ApiError("invalid_request", "kind: 1 volunteer, 2 recipient or 3 group")
+    if not _sees_personal_data(caller, district):
+        raise ApiError("forbidden", f"{caller.address} neither administers nor audits district {district}")
+    query = (
+        select(db.Person, db.Account.kind, db.Account.status)
+        .outerjoin(db.Account, db.Account.account == db.Person.account)
+        .where(db.Person.district == district)
+    )
+    if kind is not None:
+        query = query.where(db.Account.kind == kind)
+    with service.reads() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery()))
+        rows = session.execute(query.order_by(db.Person.card_number).limit(limit).offset(offset)).all()
+    return {
+        "district": district,
+        "total": total,
+        "people": [
+            {
+                "cardNumber": p.card_number,
+                "account": p.account,
+                "district": p.district,
+                "kind": k or 0,
+                "status": st or 0,
+                "name": p.name,
+                "category": p.category,
+                "qualifications": json.loads(p.qualifications),
+            }
+            for p, k, st in rows
+        ],
+    }
+
+
+def list_stations(service: Service, *, district: int | None) -> dict[str, Any]:
+    """The stations the chain registered (the mirror), of one district or all: public, as the chain's are."""
+    query = select(db.Station).order_by(db.Station.district, db.Station.station)
+    if district is not None:
+        query = query.where(db.Station.district == _uint(district, 32, "district"))
+    with service.reads() as session:
+        rows = session.scalars(query).all()
+    return {
+        "stations": [
+            {"station": r.station, "district": r.district, "activeFromBlock": r.active_from, "activeUntilBlock": r.active_until}
+            for r in rows
+        ]
+    }

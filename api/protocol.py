@@ -22,7 +22,15 @@ DOMAIN_NAME = "TimeBank"
 DOMAIN_VERSION = "1"
 PROOF_FORMAT = "timebank-proof/1"
 LEAF_ENCODING = ("bytes32", "address")
-TRANSFER_SERVICE_TYPE = 100
+
+# Account kinds, account statuses and service types (PROTOCOL.md section 1), written once.
+KIND_VOLUNTEER, KIND_RECIPIENT, KIND_GROUP, KIND_POOL = 1, 2, 3, 4
+ACCOUNT_KINDS = {KIND_VOLUNTEER: "volunteer", KIND_RECIPIENT: "recipient", KIND_GROUP: "group", KIND_POOL: "pool"}
+VOLUNTEER_KINDS = frozenset({KIND_VOLUNTEER, KIND_GROUP})  # who may serve (and earn)
+ACTIVE, FROZEN, CANCELLED = 1, 2, 3
+TRANSFER_SERVICE_TYPE = 100  # hours given from payer to volunteer; no service delivered, nothing earned
+PROFESSIONAL_SERVICE_TYPES = frozenset({9})  # the volunteer must hold a registered qualification
+SERVICE_TYPES = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 9, TRANSFER_SERVICE_TYPE})
 
 # EIP-712 struct types, written once (PROTOCOL.md sections 3 and 4); a test checks them against the
 # contract's type hashes.
@@ -45,8 +53,9 @@ TYPES: dict[str, list[tuple[str, str]]] = {
     "RegisterAccount": [("account", "bytes32"), ("district", "uint32"), ("kind", "uint8"), ("nonce", "uint64")],
     "SetAccountStatus": [("account", "bytes32"), ("status", "uint8"), ("reason", "uint16"), ("nonce", "uint64")],
     "Grant": [("account", "bytes32"), ("minutes", "uint32"), ("reason", "uint16"), ("nonce", "uint64")],
-    "RevokeOrder": [("orderId", "bytes32"), ("reason", "uint16"), ("nonce", "uint64")],
+    "RevokeOrder": [("orderId", "bytes32"), ("digest", "bytes32"), ("reason", "uint16"), ("nonce", "uint64")],
     "RegisterAuditor": [("auditor", "address"), ("district", "uint32"), ("nonce", "uint64")],
+    "LinkAccounts": [("payer", "bytes32"), ("beneficiary", "bytes32"), ("linked", "bool"), ("nonce", "uint64")],
 }
 COMMAND_TYPES = tuple(name for name in TYPES if name != "ServiceOrder")
 # The TimeBank method that executes each command: the struct's name, first letter lower-cased.
@@ -140,6 +149,10 @@ def _encode_field(kind: str, value: Any, field: str) -> bytes:
         return b"\x00" * 12 + raw
     if kind.startswith("uint"):
         return parse_uint(value, int(kind[4:]), field).to_bytes(32, "big")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ProtocolError("malformed_message", f"{field}: expected true or false, got {value!r:.80}")
+        return int(value).to_bytes(32, "big")
     raise ProtocolError("unknown_type", f"{field}: unsupported type {kind}")
 
 
@@ -343,10 +356,12 @@ def account_id(card_number: str) -> bytes:
     return keccak(card_number.encode("utf-8"))
 
 
-# ----- a batch's per-account amounts (the `deltas` of the contract's anchorBatch) ------------------
+# ----- a batch's per-account amounts (the canonical `deltas` of the contract's anchorBatch) ------------
 
-DELTA_SIZE = 44  # account 32 ‖ earned uint32 ‖ received uint32 ‖ spent uint32
+DELTA_SIZE = 16  # index uint32 ‖ earned uint32 ‖ received uint32 ‖ spent uint32 (PROTOCOL.md section 9)
+UINT32_MAX = (1 << 32) - 1
 Amounts = dict[bytes, tuple[int, int, int]]  # account -> (earned, received, spent)
+IndexedAmounts = dict[int, tuple[int, int, int]]  # account index -> (earned, received, spent)
 
 
 def amounts(orders: Iterable[tuple[bytes, bytes, int, int]]) -> Amounts:
@@ -361,26 +376,49 @@ def amounts(orders: Iterable[tuple[bytes, bytes, int, int]]) -> Amounts:
     return {account: (e, r, s) for account, (e, r, s) in totals.items()}
 
 
-def pack_amounts(amounts: Amounts) -> bytes:
-    """`anchorBatch`'s `deltas`: 44 bytes per account, in the dictionary's order."""
-    return b"".join(
-        account + e.to_bytes(4, "big") + r.to_bytes(4, "big") + s.to_bytes(4, "big")
-        for account, (e, r, s) in amounts.items()
-    )
+def pack_deltas(indexed: IndexedAmounts) -> bytes:
+    """Canonical deltas (PROTOCOL.md section 9): 16 bytes per account whose amounts are not all zero,
+    `index ‖ earned ‖ received ‖ spent` (uint32 each), in ascending order of index."""
+    out = []
+    for index in sorted(indexed):
+        e, r, s = indexed[index]
+        if not e and not r and not s:
+            continue
+        if not 0 < index <= UINT32_MAX or max(e, r, s) > UINT32_MAX:
+            raise ProtocolError("malformed_deltas", f"deltas: account index {index} or its amounts do not fit uint32")
+        out.append(index.to_bytes(4, "big") + e.to_bytes(4, "big") + r.to_bytes(4, "big") + s.to_bytes(4, "big"))
+    return b"".join(out)
 
 
-def unpack_deltas(deltas: bytes) -> Amounts:
-    """Per-account totals of packed `deltas` (an account given twice counts twice, as the contract applies
-    each entry); refuses a length that is not a multiple of 44, as the contract does."""
+def canonical_deltas(amounts: Amounts, index_of: Any) -> bytes:
+    """Canonical deltas of per-account amounts; `index_of(account)` (or a mapping) gives each account's
+    index, 0 or None when it has none (refused: such an account cannot be anchored)."""
+    lookup = index_of.get if hasattr(index_of, "get") else index_of
+    indexed: IndexedAmounts = {}
+    for account, value in amounts.items():
+        index = lookup(account)
+        if not index:
+            raise ProtocolError("unknown_account", f"account {to_hex(account)} has no account index")
+        indexed[index] = value
+    return pack_deltas(indexed)
+
+
+def unpack_deltas(deltas: bytes) -> IndexedAmounts:
+    """{index: (earned, received, spent)} of canonical deltas; refuses what the contract refuses: a length
+    that is not a multiple of 16, an index 0 or not above the previous one, an all-zero entry."""
     if len(deltas) % DELTA_SIZE:
         raise ProtocolError("malformed_deltas", f"deltas: {len(deltas)} bytes is not a multiple of {DELTA_SIZE}")
-    totals: dict[bytes, list[int]] = {}
+    out: IndexedAmounts = {}
+    previous = 0
     for offset in range(0, len(deltas), DELTA_SIZE):
-        entry = deltas[offset : offset + DELTA_SIZE]
-        total = totals.setdefault(entry[:32], [0, 0, 0])
-        for k in range(3):
-            total[k] += int.from_bytes(entry[32 + 4 * k : 36 + 4 * k], "big")
-    return {account: (e, r, s) for account, (e, r, s) in totals.items()}
+        index, e, r, s = (int.from_bytes(deltas[offset + k : offset + k + 4], "big") for k in range(0, 16, 4))
+        if index <= previous or not (e or r or s):
+            raise ProtocolError(
+                "non_canonical_deltas", f"deltas: entry {offset // DELTA_SIZE} (index {index}) is not canonical"
+            )
+        previous = index
+        out[index] = (e, r, s)
+    return out
 
 
 # ----- Merkle trees (OpenZeppelin StandardMerkleTree, PROTOCOL.md section 5) ----------------------

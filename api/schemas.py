@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field
 
 class ErrorBody(BaseModel):
     code: str = Field(description="stable machine-readable code (see the README's catalogue)")
-    message: str
+    message: str = Field(description="in the language Accept-Language prefers: Chinese for zh, else English")
+    messageEn: str = Field(description="the English message")
+    messageZh: str = Field(description="the Chinese message (中文说明)")
 
 
 class ErrorResponse(BaseModel):

@@ -1,32 +1,28 @@
-"""The service: wires the store, the chain connector, the order writer, the follower and the batcher,
-and holds the flows the routes call (order lookups, proofs, admin command relay)."""
+"""The service: wires the store, the chain connector, the sender, the order writer, the follower, the
+batcher and the command relay (`api/commands.py`), and holds the order flows the routes call (submit,
+look up, proof bundles). Accounts are `api/accounts.py`, people `api/people.py`."""
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
 from typing import Any
 
 from sqlalchemy import func, select, text
 from starlette.concurrency import run_in_threadpool
 
-from . import bundles, db, people, protocol
+from . import bundles, db, protocol
 from .batcher import Batcher
-from .chain import BroadcastRefused, Call, Chain, ChainUnavailable, ContractRevert
+from .chain import Chain, ChainUnavailable
 from .commands import Commands
 from .errors import ApiError
 from .follower import Follower
 from .intake import Outcome, Writer, prepare
 from .settings import Settings
 from .transactions import TxSender
+from .vocabulary import BatchStatus, OrderStatus
 
 log = logging.getLogger(__name__)
-
-def _b(hex_value: str) -> bytes:
-    return bytes.fromhex(hex_value[2:])
-
 
 class Service:
     def __init__(self, settings: Settings):
@@ -43,7 +39,9 @@ class Service:
         self.reads = db.session_factory(self.read_engine)
         self.sender = TxSender(self.chain, settings.relayer_private_key(self.chain_id), self.sessions)
         self.city_admin = self.chain.city_admin()
-        self.follower = Follower(self.chain, self.sessions, self._deployment_block(), settings.confirmations, reads=self.reads)
+        self.follower = Follower(
+            self.chain, self.sessions, self._deployment_block(), settings.confirmations, reads=self.reads, poll_interval=settings.poll_interval_seconds
+        )
         self.writer = Writer(self.sessions, settings)
         self.batcher = Batcher(self.chain, self.sender, self.sessions, settings, reads=self.reads)
         self.writer.on_commit = self.batcher.accepted
@@ -51,9 +49,7 @@ class Service:
         self.commands = Commands(self)
         self.follower.on_reset = self.commands.chain_lost_blocks
         self.batcher.on_change = self.writer.cache.invalidate
-        self._stop = threading.Event()
-        self._follower_thread = threading.Thread(target=self._follow, name="follower", daemon=True)
-        self.followed = threading.Condition()
+        self.follower.after_step = self._followed
 
     def _deployment_block(self) -> int:
         """Where the follower starts: the deployment's block when the deployment record names this
@@ -77,49 +73,28 @@ class Service:
         except ChainUnavailable as exc:
             log.warning("chain unavailable at start (%s): the mirror catches up when it returns", exc)
         self.writer.start()
-        self._follower_thread.start()
+        self.follower.start()
         self.batcher.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self.follower.stop()
         self.batcher.stop()
         self.writer.stop()
-        self._follower_thread.join(timeout=10)
         self.engine.dispose()
         self.read_engine.dispose()
 
-    def _follow(self) -> None:
-        while not self._stop.is_set():
-            try:
-                applied = self.follower.step()
-            except ChainUnavailable as exc:
-                log.warning("follower: chain unavailable (%s)", exc)
-                applied = 0
-                self._stop.wait(1.0)
-            except Exception:
-                log.exception("follower step failed")
-                applied = 0
-                self._stop.wait(1.0)
-            with self.followed:
-                self.followed.notify_all()
-            try:
-                self.commands.resend_due()
-            except Exception:
-                log.exception("sending lost commands again failed")
-            if applied:
-                self.batcher.wake.set()
-            else:
-                self._stop.wait(self.settings.poll_interval_seconds)
-
-    def wait_followed(self, block: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self.followed:
-            while self.follower.applied_block() < block:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self.followed.wait(min(left, 0.5))
-        return True
+    def _followed(self, applied: int) -> None:
+        """After each step of the follower: lost commands sent again when due, the batcher woken when
+        blocks were applied (a batch anchored frees room for the next)."""
+        try:
+            self.commands.resend_due()
+            self.commands.rebroadcast()
+        except ChainUnavailable:
+            pass
+        except Exception:
+            log.exception("sending lost commands again failed")
+        if applied:
+            self.batcher.wake.set()
 
     # ----- reads ----------------------------------------------------------------------------------
 
@@ -127,7 +102,7 @@ class Service:
         try:
             with self.reads() as session:
                 session.execute(text("SELECT 1"))
-                waiting = session.scalar(select(func.count()).select_from(db.Order).where(db.Order.status == "accepted"))
+                waiting = session.scalar(select(func.count()).select_from(db.Order).where(db.Order.status == OrderStatus.ACCEPTED))
                 commands = self.commands.health(session)
             database_ok = True
         except Exception:
@@ -190,18 +165,18 @@ class Service:
             "digest": row.digest,
             "station": row.station,
             "details": json.loads(row.details),
-            "reason": row.reason,
+            "reason": row.reason if row.revoke_reason is None else f"revoked on chain, reason {row.revoke_reason}",
             "acceptedAt": row.accepted_at,
             "anchoredAt": row.anchored_at,
             "batchId": None,
             "txHash": None,
             "blockNumber": None,
         }
-        if batch is not None and batch.status == "anchored":
+        if batch is not None and batch.status == BatchStatus.ANCHORED:
             view.update(batchId=batch.chain_batch_id, txHash=batch.tx_hash, blockNumber=batch.block_number)
         return view
 
-    def _anchored(self, order_id: str) -> tuple[db.Order, db.Batch, list[str]]:
+    def anchored_order(self, order_id: str) -> tuple[db.Order, db.Batch, list[str]]:
         """An anchored (or since revoked) order, its batch and the batch's stored tree; `not_found`,
         `order_not_anchored` otherwise."""
         with self.reads() as session:
@@ -209,7 +184,7 @@ class Service:
             if row is None:
                 raise ApiError("not_found", f"no order {order_id}")
             batch = session.get(db.Batch, row.batch_id) if row.batch_id else None
-        if batch is None or batch.status != "anchored" or row.status not in ("anchored", "revoked"):
+        if batch is None or batch.status != BatchStatus.ANCHORED or row.status not in (OrderStatus.ANCHORED, OrderStatus.REVOKED):
             raise ApiError("order_not_anchored", f"order {order_id} is {row.status}, not anchored yet")
         return row, batch, json.loads(batch.tree)
 
@@ -218,13 +193,13 @@ class Service:
 
     def proof_bundle(self, order_id: str) -> dict[str, Any]:
         """The proof bundle of PROTOCOL.md section 7 of one order (`api/bundles.py`)."""
-        row, batch, tree = self._anchored(order_id)
+        row, batch, tree = self.anchored_order(order_id)
         return bundles.build_bundle(self.domain(), row, batch, tree)
 
     def proof_bundles(self, order_ids: list[str], *, revoked: bool = True) -> list[dict[str, Any]]:
         """The proof bundles of the anchored orders among `order_ids`, in their order (the others are left
         out; revoked ones too unless `revoked`): a read per 500 orders, each batch's tree parsed once."""
-        statuses = ("anchored", "revoked") if revoked else ("anchored",)
+        statuses = (OrderStatus.ANCHORED, OrderStatus.REVOKED) if revoked else (OrderStatus.ANCHORED,)
         found: dict[str, dict[str, Any]] = {}
         trees: dict[int, list[str]] = {}
         domain = self.domain()
@@ -236,7 +211,7 @@ class Service:
                     .where(
                         db.Order.order_id.in_(order_ids[start : start + 500]),
                         db.Order.status.in_(statuses),
-                        db.Batch.status == "anchored",
+                        db.Batch.status == BatchStatus.ANCHORED,
                     )
                 ).all()
             for row, batch in rows:
@@ -245,150 +220,3 @@ class Service:
                     tree = trees[batch.id] = json.loads(batch.tree)
                 found[row.order_id] = bundles.build_bundle(domain, row, batch, tree)
         return [found[i] for i in order_ids if i in found]
-
-    def account_view(self, account: bytes) -> dict[str, Any]:
-        a = self.chain.get_account(account)
-        if a.status == 0:
-            raise ApiError("not_found", f"no account {protocol.to_hex(account)}")
-        with self.reads() as session:
-            promised = session.scalar(
-                select(func.coalesce(func.sum(db.Order.minutes), 0)).where(
-                    db.Order.payer == protocol.to_hex(account), db.Order.status == "accepted"
-                )
-            )
-        return {
-            "account": protocol.to_hex(account),
-            "district": a.district,
-            "kind": a.kind,
-            "status": a.status,
-            "balanceMinutes": a.balance,
-            "earnedMinutes": a.earned,
-            "starLevel": self.chain.star_level(account),
-            "pendingDebitMinutes": promised,
-        }
-
-    def set_profile(self, caller, account: str, body: Any) -> dict[str, Any]:
-        """The off-chain data the order checks use: the registered location (check-in and check-out must
-        be near it) and whether the person holds a professional qualification (service type 9)."""
-        if not isinstance(body, dict) or set(body) - {"location", "qualified"}:
-            raise ApiError("invalid_request", "expected an object with location {lat, lon} or null, and qualified")
-        location, qualified = parse_location(body.get("location")), body.get("qualified", False)
-        if not isinstance(qualified, bool):
-            raise ApiError("invalid_request", "qualified: expected a boolean")
-        with self.sessions() as session, session.begin():
-            row = session.get(db.Account, account)
-            if row is None or row.status == 0:
-                raise ApiError("not_found", f"no account {account}")
-            if not caller.administers(row.district):
-                raise ApiError("forbidden", f"{caller.address} does not administer district {row.district}")
-            self.write_profile(session, account, location=location, qualified=qualified)
-        self.writer.cache.invalidate(accounts=[account])
-        return {"account": account, "location": location, "qualified": qualified}
-
-    def write_profile(self, session, account: str, *, location: dict | None, qualified: bool, district: int = 0, kind: int = 0) -> None:
-        """Writes the profile the order checks read (`accounts.lat`, `lon`, `qualified`) in the caller's
-        transaction. Before the chain registers the account, a row of status 0 holds it (with `district`
-        and `kind`; the follower fills in the chain's part). The caller invalidates the writer's cache
-        after its commit."""
-        row = session.get(db.Account, account)
-        if row is None:
-            row = db.Account(account=account, district=district, kind=kind, status=0, balance=0, earned=0)
-            session.add(row)
-        row.lat = None if location is None else float(location["lat"])
-        row.lon = None if location is None else float(location["lon"])
-        row.qualified = qualified
-
-    # ----- admin commands -------------------------------------------------------------------------
-
-    def relay_command(self, body: Any) -> dict[str, Any]:
-        """Checks a signed administrative command (signature and role), relays it to the contract, and
-        answers once the chain has mined it and the mirror has applied it."""
-        if not isinstance(body, dict) or not {"type", "message", "signature"} <= body.keys():
-            raise ApiError("invalid_request", "expected an object with type, message and signature")
-        kind = body["type"]
-        if not isinstance(kind, str) or kind not in protocol.COMMAND_FUNCTIONS:
-            raise ApiError("unknown_type", f"unknown command type {str(kind)[:40]!r}")
-        try:
-            message = protocol.parse_message(kind, body["message"])
-            signature = protocol.parse_bytes(body["signature"], 65, "signature")
-            signer = protocol.to_hex(protocol.recover(protocol.typed_digest(self.separator, kind, message), signature))
-        except protocol.ProtocolError as exc:
-            raise ApiError(exc.code, exc.message) from None
-        call = self.command_call(kind, message, signer, signature)
-        # a monthly grant (api/people.py) is refused when the period's grant is recorded, and recorded after
-        with people.monthly_grant_claim(self, kind, message) as claim:
-            answer = self._relay(kind, call, message, signature, signer)
-            claim.record(answer["txHash"])
-        return answer
-
-    def command_call(self, kind: str, message: dict[str, Any], signer: str, signature: bytes) -> Call:
-        """The contract call of a checked command (raises `ApiError` when it cannot be made)."""
-        args = self._command_args(kind, message, signer)
-        return self.chain.command(kind, args[0], signature, *args[1:])
-
-    def _relay(self, kind: str, call: Call, message: dict[str, Any], signature: bytes, signer: str) -> dict[str, Any]:
-        """Simulates, sends and waits for a checked command's transaction, then for the mirror to apply it.
-        The command is recorded with its transaction (`api/commands.py`), so a chain rollback cannot lose it."""
-        try:
-            gas = self.sender.simulate(call)
-        except ContractRevert as revert:
-            if revert.name == "TimeBankUnauthorized":
-                district = revert.args_by_name.get("district")
-                raise ApiError("unauthorized", f"{signer} is not the administrator of district {district}") from None
-            raise ApiError(revert.code, f"the contract refused: {revert}") from None
-        except ChainUnavailable:
-            raise ApiError("chain_unavailable") from None
-        try:
-            with self.sessions() as session:
-                row = self.sender.record(session, call, f"command:{kind}", int(gas * 1.3) + 20_000)
-                try:
-                    self.commands.record(session, kind, message, signature, signer, row)
-                    session.commit()
-                except BaseException:
-                    self.sender.abandoned()
-                    raise
-            self.sender.committed(row)
-            receipt = self.sender.wait(row.tx_hash, self.settings.tx_timeout_seconds)
-        except ChainUnavailable:
-            raise ApiError("chain_unavailable") from None
-        except BroadcastRefused as exc:
-            raise ApiError("chain_refused", str(exc)[:300]) from None
-        except TimeoutError:
-            raise ApiError("chain_timeout", f"transaction {row.tx_hash} not mined yet") from None
-        if receipt["status"] != 1:
-            raise ApiError("command_refused", f"transaction {row.tx_hash} reverted")
-        self.commands.acknowledged(row.tx_hash)
-        followed = self.wait_followed(receipt["blockNumber"] + self.settings.confirmations - 1, self.settings.tx_timeout_seconds)
-        return {
-            "txHash": row.tx_hash,
-            "blockNumber": receipt["blockNumber"],
-            "signer": signer,
-            "type": kind,
-            "applied": followed,
-        }
-
-    def _command_args(self, kind: str, m: dict[str, Any], signer: str) -> list[Any]:
-        """The contract call's arguments (the struct first; the signature goes second). The city-only
-        commands are refused here; a district's role is checked by simulating the call against the
-        chain itself (the mirror may be a block behind)."""
-        if kind in ("RegisterDistrict", "RegisterAuditor") and signer != self.city_admin:
-            raise ApiError("unauthorized", f"{signer} is not the city administrator")
-        struct = tuple((_b(m[f]) if isinstance(m[f], str) else m[f]) for f, _ in protocol.TYPES[kind])
-        if kind == "RevokeOrder":
-            row, batch, tree = self._anchored(m["orderId"])
-            order = protocol.ServiceOrder.from_json(bundles.order_json(row))
-            proof = bundles.proof_path(tree, row.leaf_index)
-            return [struct, order.as_tuple(), _b(row.station), batch.chain_batch_id, proof]
-        return [struct]
-
-
-def parse_location(location: Any) -> dict | None:
-    """A registered location `{lat, lon}` in range, or None."""
-    if location is not None and (
-        not isinstance(location, dict)
-        or set(location) != {"lat", "lon"}
-        or not all(isinstance(location[k], (int, float)) and not isinstance(location[k], bool) for k in ("lat", "lon"))
-        or not (-90 <= location["lat"] <= 90 and -180 <= location["lon"] <= 180)
-    ):
-        raise ApiError("invalid_request", "location: expected {lat, lon} in range, or null")
-    return location

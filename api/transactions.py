@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import db
 from .chain import BroadcastRefused, Call, Chain
+from .vocabulary import TxStatus
 
 
 class TxSender:
@@ -36,7 +37,7 @@ class TxSender:
             session.scalars(
                 select(db.Transaction.nonce).where(
                     db.Transaction.sender == self.address,
-                    db.Transaction.status.in_(("sent", "mined")),  # mined: may be marked so since `mined` was read
+                    db.Transaction.status.in_((TxStatus.SENT, TxStatus.MINED)),  # mined: may be marked so since `mined` was read
                     db.Transaction.nonce >= mined,
                 )
             )
@@ -61,7 +62,7 @@ class TxSender:
             tx_hash = "0x" + bytes(signed.hash).hex()
             row = session.scalar(select(db.Transaction).where(db.Transaction.tx_hash == tx_hash))
             if row is not None:  # the same transaction, refused before: signing is deterministic
-                row.status, row.purpose = "sent", purpose
+                row.status, row.purpose = TxStatus.SENT, purpose
             else:
                 row = db.Transaction(
                     sender=self.address,
@@ -69,7 +70,7 @@ class TxSender:
                     tx_hash=tx_hash,
                     raw="0x" + bytes(signed.raw_transaction).hex(),
                     purpose=purpose,
-                    status="sent",
+                    status=TxStatus.SENT,
                     created_at=time.time(),
                 )
                 session.add(row)
@@ -97,7 +98,7 @@ class TxSender:
         refusal = self.chain.broadcast(row.raw, row.tx_hash)
         if refusal is not None:
             with self.sessions() as session, session.begin():
-                session.execute(update(db.Transaction).where(db.Transaction.id == row.id).values(status="refused"))
+                session.execute(update(db.Transaction).where(db.Transaction.id == row.id).values(status=TxStatus.REFUSED))
             raise BroadcastRefused(refusal)
 
     def send(self, call: Call, purpose: str, gas: int) -> db.Transaction:
@@ -117,7 +118,7 @@ class TxSender:
         with self.sessions() as session:
             return list(
                 session.scalars(
-                    select(db.Transaction).where(db.Transaction.sender == self.address, db.Transaction.status == "sent")
+                    select(db.Transaction).where(db.Transaction.sender == self.address, db.Transaction.status == TxStatus.SENT)
                 )
             )
 
@@ -126,8 +127,8 @@ class TxSender:
         with self.sessions() as session, session.begin():
             session.execute(
                 update(db.Transaction)
-                .where(db.Transaction.id == tx_id, db.Transaction.status == "sent")
-                .values(status="mined" if receipt["status"] == 1 else "reverted", block_number=receipt["blockNumber"])
+                .where(db.Transaction.id == tx_id, db.Transaction.status == TxStatus.SENT)
+                .values(status=TxStatus.MINED if receipt["status"] == 1 else TxStatus.REVERTED, block_number=receipt["blockNumber"])
             )
 
     @staticmethod
@@ -136,8 +137,8 @@ class TxSender:
         mined in them are no longer mined, and their nonces are free again (in the caller's transaction)."""
         session.execute(
             update(db.Transaction)
-            .where(db.Transaction.status == "mined", db.Transaction.block_number > head)
-            .values(status="dropped")
+            .where(db.Transaction.status == TxStatus.MINED, db.Transaction.block_number > head)
+            .values(status=TxStatus.DROPPED)
         )
 
     def not_mined_from(self, session: Session, nonce: int) -> None:
@@ -146,8 +147,8 @@ class TxSender:
         (in the caller's transaction)."""
         session.execute(
             update(db.Transaction)
-            .where(db.Transaction.sender == self.address, db.Transaction.status == "mined", db.Transaction.nonce >= nonce)
-            .values(status="dropped")
+            .where(db.Transaction.sender == self.address, db.Transaction.status == TxStatus.MINED, db.Transaction.nonce >= nonce)
+            .values(status=TxStatus.DROPPED)
         )
 
     def wait(self, tx_hash: str, timeout: float, poll: float = 0.1) -> dict:

@@ -133,7 +133,7 @@ class Front:
     _prepare_all = Service._prepare_all
     order_view = Service.order_view
     proof_bundle = Service.proof_bundle
-    _anchored = Service._anchored
+    anchored_order = Service.anchored_order
 
     def domain(self) -> dict[str, Any]:
         return protocol.domain(self.chain_id, self.contract_address)

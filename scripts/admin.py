@@ -6,6 +6,7 @@ section 4) and signed requests (README, "Signed requests") with a key kept in an
     timebank-admin keystore import --out admin.json          # the private key from a prompt, or stdin
     timebank-admin keystore address --keystore admin.json    # no password needed
     timebank-admin command Grant account=NJ-320102-000123 minutes=600 reason=2 --keystore admin.json
+    timebank-admin reissue-check-code --card NJ-320102-000123 --keystore admin.json   # a lost card
     timebank-admin register-person --card NJ-320102-000123 --district 320102 --kind recipient \\
         --name 王秀英 --id-number 320102193901010021 --lat 32.05 --lon 118.79 --category 80_alone
     timebank-admin grant-monthly --district 320102 --minutes 600 [--period 2026-11] [--dry-run]
@@ -162,13 +163,20 @@ class AdminClient:
             headers["Content-Type"] = "application/json"
         return self.http.request(method, path, content=raw, headers=headers)
 
+    def sign(self, kind: str, message: dict[str, Any]) -> str:
+        """The EIP-712 signature of a command (PROTOCOL.md section 4), 0x hex."""
+        return protocol.to_hex(protocol.sign(protocol.typed_digest(self.separator, kind, message), self.key))
+
+    def post_command(self, kind: str, message: dict[str, Any]) -> httpx.Response:
+        """Signs `message` as it is and posts it: the service's answer, whatever it is."""
+        return self.http.post("/v1/admin/commands", json={"type": kind, "message": message, "signature": self.sign(kind, message)})
+
     def command(self, kind: str, message: dict[str, Any]) -> dict[str, Any]:
         """Signs and relays a command; a random unused nonce unless `message` has one. Raises `Refused`."""
         fixed = "nonce" in message
         for _ in range(1 if fixed else NONCE_ATTEMPTS):
             full = dict(message) if fixed else {**message, "nonce": secrets.randbelow(2**53)}
-            signature = protocol.sign(protocol.typed_digest(self.separator, kind, full), self.key)
-            response = self.http.post("/v1/admin/commands", json={"type": kind, "message": full, "signature": protocol.to_hex(signature)})
+            response = self.post_command(kind, full)
             if response.status_code == 200:
                 return response.json()
             refused = Refused(response)
@@ -196,7 +204,11 @@ def command_message(kind: str, pairs: Sequence[str]) -> dict[str, Any]:
                 message[name] = int(value, 0)
             except ValueError:
                 raise AdminError(f"{name}: not an integer: {value!r}") from None
-        elif kind_of == "bytes32" and name == "account" and not value.startswith("0x"):
+        elif kind_of == "bool":
+            if value.lower() not in ("true", "false"):
+                raise AdminError(f"{name}: expected true or false, got {value!r}")
+            message[name] = value.lower() == "true"
+        elif kind_of == "bytes32" and name in ("account", "payer", "beneficiary") and not value.startswith("0x"):
             message[name] = protocol.to_hex(protocol.account_id(value))
         else:
             message[name] = value.lower()
@@ -236,8 +248,10 @@ def register_person(
     if qualifications:
         record["qualifications"] = list(qualifications)
     response = client.request("POST", "/v1/people", record)
+    check_code = None
     if response.status_code == 201:
         person = "registered"
+        check_code = response.json().get("checkCode")
     elif response.status_code == 409 and Refused(response).code == "person_exists":
         person = "already registered"
     else:
@@ -249,7 +263,24 @@ def register_person(
         chain = client.command("RegisterAccount", {"account": account, "district": district, "kind": kind})["txHash"]
     else:
         raise Refused(on_chain)
-    return {"account": account, "person": person, "registerAccount": chain}
+    result = {"account": account, "person": person, "registerAccount": chain}
+    if check_code is not None:  # answered once, at registration: print it on the card (re-issue when lost)
+        result.update(checkCode=check_code, cardQr=card_qr(client.api, card, check_code))
+    return result
+
+
+def card_qr(api: str, card: str, check_code: str) -> str:
+    """What the printed card's QR code holds (api/cards.py, card_qr_payload)."""
+    return f"{api.rstrip('/')}/my#card={card}&code={check_code}"
+
+
+def reissue_check_code(client: AdminClient, *, card: str) -> dict[str, Any]:
+    """A new card check code for a lost card; the old one stops working."""
+    response = client.request("POST", f"/v1/people/{card}/check-code")
+    if response.status_code != 200:
+        raise Refused(response)
+    result = response.json()
+    return {**result, "cardQr": card_qr(client.api, card, result["checkCode"])}
 
 
 def grant_monthly(
@@ -334,6 +365,9 @@ def _parser() -> argparse.ArgumentParser:
     person.add_argument("--category", choices=CATEGORIES)
     person.add_argument("--qualification", action="append", default=[], choices=QUALIFICATIONS)
 
+    reissue = sub.add_parser("reissue-check-code", parents=[common], help="a new card check code for a lost card")
+    reissue.add_argument("--card", required=True)
+
     grant = sub.add_parser("grant-monthly", parents=[common], help="one monthly Grant per eligible person of a district")
     grant.add_argument("--district", type=int, required=True)
     grant.add_argument("--minutes", type=int, required=True)
@@ -390,6 +424,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 qualifications=args.qualification,
             )
             print(json.dumps(result) if args.json else f"{result['account']}: person {result['person']}; account on chain: {result['registerAccount']}")
+            if "checkCode" in result and not args.json:
+                print(f"card check code (shown once; print it on the card): {result['checkCode']}\ncard QR: {result['cardQr']}")
+        elif args.action == "reissue-check-code":
+            result = reissue_check_code(client, card=args.card)
+            print(json.dumps(result) if args.json else f"new card check code of {result['cardNumber']}: {result['checkCode']}\ncard QR: {result['cardQr']}")
         else:
             say = (lambda _line: None) if args.json else print
             result = grant_monthly(client, district=args.district, minutes=args.minutes, period=args.period, dry_run=args.dry_run, say=say)

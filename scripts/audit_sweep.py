@@ -41,6 +41,7 @@ from scripts.verify_proof import (
     _hex_bytes,
     _hex_int,
     calldata_checks,
+    index_lookup,
     decode_anchor_call,
 )
 
@@ -178,7 +179,8 @@ def check_batch(batch: db.Batch, orders: list[_Order], rpc: Rpc, contract: bytes
     if deltas.hex() != (batch.deltas or ""):
         finding("deltas", "the stored deltas are not those of the anchoring transaction")
     altered = [o for o in orders if o.findings]
-    for check in calldata_checks([o.order for o in orders if o.order is not None], root_raw, calldata):
+    account_at = index_lookup(rpc, contract)
+    for check in calldata_checks([o.order for o in orders if o.order is not None], root_raw, calldata, account_at):
         if check.ok:
             continue
         if check.name.startswith("amounts") and altered:

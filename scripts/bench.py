@@ -45,13 +45,12 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
 
@@ -59,6 +58,8 @@ import httpx  # noqa: E402
 
 from api import protocol as P  # noqa: E402
 from scripts.chain import DEV_CHAIN_ID, DEV_KEYS, AnvilHandle, anvil_binary, free_port, rpc, stop_anvil  # noqa: E402
+from scripts.admin import AdminClient  # noqa: E402
+from scripts.service_process import ServiceProcess  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -424,43 +425,19 @@ def run_load(
 # ----- the world, through the API ------------------------------------------------------------------
 
 
-class Commander:
-    """Signs PROTOCOL.md section 4 commands with one key and posts them (thread-safe nonces)."""
-
-    def __init__(self, key: bytes, separator: bytes, client: httpx.Client):
-        self.key = key
-        self.separator = separator
-        self.client = client
-        self._nonces = itertools.count(secrets.randbits(40))
-        self._lock = threading.Lock()
-
-    @property
-    def address(self) -> str:
-        return P.to_hex(P.address_of(self.key))
-
-    def ok(self, command: str, /, **message: Any) -> dict:
-        with self._lock:
-            message["nonce"] = next(self._nonces)
-        signature = P.to_hex(P.sign(P.typed_digest(self.separator, command, message), self.key))
-        response = self.client.post("/v1/admin/commands", json={"type": command, "message": message, "signature": signature})
-        if response.status_code != 200:
-            raise RuntimeError(f"{command} refused: {response.status_code} {response.text[:300]}")
-        return response.json()
-
-
 def register_world(client: httpx.Client, volunteers: int, payers: int, stations: int, grant: int) -> World:
     domain = client.get("/v1/domain").json()["domain"]
     separator = P.domain_separator(domain["chainId"], domain["verifyingContract"])
-    city = Commander(bytes.fromhex(DEV_KEYS[0][2:]), separator, client)
-    admin = Commander(secrets.token_bytes(32), separator, client)
-    city.ok("RegisterDistrict", district=DISTRICT, admin=admin.address)
+    city = AdminClient(str(client.base_url), bytes.fromhex(DEV_KEYS[0][2:]), http=client, _domain=domain)
+    admin = AdminClient(str(client.base_url), secrets.token_bytes(32), http=client, _domain=domain)
+    city.command("RegisterDistrict", {"district": DISTRICT, "admin": admin.address})
     station_keys = [secrets.token_bytes(32) for _ in range(stations)]
     volunteer_ids = [P.to_hex(P.account_id(f"NJ-{DISTRICT}-V{i:06d}-{secrets.token_hex(3)}")) for i in range(volunteers)]
     payer_ids = [P.to_hex(P.account_id(f"NJ-{DISTRICT}-E{i:06d}-{secrets.token_hex(3)}")) for i in range(payers)]
     with ThreadPoolExecutor(16) as pool:
-        jobs = [pool.submit(admin.ok, "RegisterStation", station=P.to_hex(P.address_of(k)), district=DISTRICT) for k in station_keys]
-        jobs += [pool.submit(admin.ok, "RegisterAccount", account=a, district=DISTRICT, kind=1) for a in volunteer_ids]
-        jobs += [pool.submit(admin.ok, "RegisterAccount", account=a, district=DISTRICT, kind=2) for a in payer_ids]
+        jobs = [pool.submit(admin.command, "RegisterStation", {"station": P.to_hex(P.address_of(k)), "district": DISTRICT}) for k in station_keys]
+        jobs += [pool.submit(admin.command, "RegisterAccount", {"account": a, "district": DISTRICT, "kind": 1}) for a in volunteer_ids]
+        jobs += [pool.submit(admin.command, "RegisterAccount", {"account": a, "district": DISTRICT, "kind": 2}) for a in payer_ids]
         for job in jobs:
             job.result()
         grants = []
@@ -468,7 +445,7 @@ def register_world(client: httpx.Client, volunteers: int, payers: int, stations:
             left = grant
             while left > 0:
                 part = min(left, 2**32 - 1)
-                grants.append(pool.submit(admin.ok, "Grant", account=a, minutes=part, reason=1))
+                grants.append(pool.submit(admin.command, "Grant", {"account": a, "minutes": part, "reason": 1}))
                 left -= part
         for job in grants:
             job.result()
@@ -476,67 +453,6 @@ def register_world(client: httpx.Client, volunteers: int, payers: int, stations:
 
 
 # ----- the service ---------------------------------------------------------------------------------
-
-
-class ServiceProcess:
-    def __init__(self, workdir: Path, rpc_url: str, contract: str, extra_env: dict[str, str]):
-        self.port = free_port()
-        self.database = workdir / "bench.sqlite3"
-        self.log_path = workdir / "service.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
-        env.update(
-            ETH_HASH_BACKEND="pysha3",
-            PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-            TIMEBANK_RPC_URL=rpc_url,
-            TIMEBANK_CONTRACT_ADDRESS=contract,
-            TIMEBANK_DATABASE_URL=f"sqlite:///{self.database}",
-            TIMEBANK_DEPLOYMENTS_DIR=str(workdir / "deployments"),
-            TIMEBANK_HOST=HOST,
-            TIMEBANK_PORT=str(self.port),
-        )
-        env.update(extra_env)
-        self.database_url = env["TIMEBANK_DATABASE_URL"]
-        self.env = {k: v for k, v in env.items() if k.startswith("TIMEBANK_") and k not in ("TIMEBANK_RPC_URL",)}
-        self._log = open(self.log_path, "ab")
-        # cwd is the work directory, so no .env of the checkout is read
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "api"], cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
-        )
-        self.url = f"http://{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def wait_ready(self, client: httpx.Client, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the service exited with {self.process.returncode}:\n{self.log_tail()}")
-            try:
-                if client.get("/v1/health", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the service did not answer within {timeout:.0f} s:\n{self.log_tail()}")
-            time.sleep(0.1)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return ""
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
 
 
 def wait_drained(client: httpx.Client, timeout: float) -> tuple[float, bool]:
@@ -549,6 +465,15 @@ def wait_drained(client: httpx.Client, timeout: float) -> tuple[float, bool]:
         if time.monotonic() - t0 > timeout:
             return time.monotonic() - t0, False
         time.sleep(0.1)
+
+
+def drained_after(client: httpx.Client, r: Any, phase: dict, orders: int, say: Callable[[str], None]) -> None:
+    """After a load phase: its errors said, then how long anchoring took to catch up, in `phase`."""
+    for e in r.errors:
+        say(f"    ! {e}")
+    drain_s, drained = wait_drained(client, max(120.0, orders / 100))
+    phase["drain"], phase["drained"] = drain_s, drained
+    say(f"    anchoring caught up {drain_s:.1f} s after the load stopped" + ("" if drained else " (NOT drained: gave up)"))
 
 
 def orders_waiting(client: httpx.Client) -> int | None:
@@ -794,9 +719,8 @@ def run(args: argparse.Namespace) -> dict:
         say(f"anvil pid {anvil.pid} on {anvil.url}; TimeBank at {address}")
 
         # --- the service
-        service = ServiceProcess(workdir, anvil.url, address, extra_env)
+        service = ServiceProcess(anvil.url, address, workdir, "bench", cwd=workdir, **extra_env).start()
         client = httpx.Client(base_url=service.url, timeout=120)
-        service.wait_ready(client)
         report["service_env"] = service.env
         say(f"service pid {service.pid} on {service.url} (log {service.log_path})")
 
@@ -861,12 +785,7 @@ def run(args: argparse.Namespace) -> dict:
             f"anvil {s['anvil_cores']:.2f}, other processes {s['other_cores']:.2f}; {backlog} orders waiting to be anchored at the end"
         )
         say("    orders/s by tenth of the run: " + ", ".join(f"{x:,.0f}" for x in s["by_tenth"]))
-        for e in r.errors:
-            say(f"    ! {e}")
-        drain_s, drained = wait_drained(client, max(120.0, plan.single / 100))
-        report["single"]["drain"] = drain_s
-        report["single"]["drained"] = drained
-        say(f"    anchoring caught up {drain_s:.1f} s after the load stopped" + ("" if drained else " (NOT drained: gave up)"))
+        drained_after(client, r, report["single"], plan.single, say)
 
         # --- 2. intake, bulk
         bodies = [b for _, b in bulk]
@@ -904,12 +823,7 @@ def run(args: argparse.Namespace) -> dict:
             f"    CPU: service {b['service_cores']:.2f} cores, load generator {b['client_cores']:.2f}, anvil {b['anvil_cores']:.2f}, "
             f"other processes {b['other_cores']:.2f}"
         )
-        for e in r.errors:
-            say(f"    ! {e}")
-        drain_s, drained = wait_drained(client, max(120.0, plan.bulk / 100))
-        report["bulk"]["drain"] = drain_s
-        report["bulk"]["drained"] = drained
-        say(f"    anchoring caught up {drain_s:.1f} s after the load stopped" + ("" if drained else " (NOT drained: gave up)"))
+        drained_after(client, r, report["bulk"], plan.bulk, say)
 
         # --- 4. proofs (3 is read from the database at the end)
         sample = random.Random(7).sample([oid for oid, _ in single], min(plan.proofs, len(single)))
@@ -975,7 +889,7 @@ def run(args: argparse.Namespace) -> dict:
         service.stop()
 
         # --- 3 and 5: from the database, with the service stopped
-        report["anchor"] = anchor_latency(service.database_url, [oid for oid, _ in single])
+        report["anchor"] = anchor_latency(service.base_env["TIMEBANK_DATABASE_URL"], [oid for oid, _ in single])
         a = report["anchor"]
         say(
             f"\n[3] accept-to-anchored (single-intake orders): p50 {a['p50']:.2f} s, p99 {a['p99']:.2f} s, max {a['max']:.2f} s "
@@ -1036,9 +950,8 @@ def measure_on(kind: str, args: argparse.Namespace, orders: int, clients: int) -
             address = N.deploy(net, records_dir=workdir / "deployments", say=lambda *_: None)["address"]
             rpc_url, chain_pid = net.rpc_url, net.nodes[0].pid()
             extra_env = {"TIMEBANK_RELAYER_KEY": N.RELAYER_KEY, "TIMEBANK_CONFIRMATIONS": "3", **extra_env}
-        service = ServiceProcess(workdir, rpc_url, address, extra_env)
+        service = ServiceProcess(rpc_url, address, workdir, "bench", cwd=workdir, **extra_env).start()
         client = httpx.Client(base_url=service.url, timeout=120)
-        service.wait_ready(client)
         warmup = 200
         layout = Layout.for_total(warmup + orders, 64, 16, 4)
         per_payer = -(-(warmup + orders) // 16) * layout.minutes
@@ -1059,7 +972,7 @@ def measure_on(kind: str, args: argparse.Namespace, orders: int, clients: int) -
         drain, drained = wait_drained(client, 300)
         client.close()
         service.stop()
-        anchor = anchor_latency(service.database_url, [oid for oid, _ in single])
+        anchor = anchor_latency(service.base_env["TIMEBANK_DATABASE_URL"], [oid for oid, _ in single])
         result = {
             "kind": kind, "orders": accepted, "statuses": dict(r.statuses), "errors": r.errors, "wall": r.wall,
             "rate": accepted / r.wall, "p50": pct(r.latencies, 0.50), "p99": pct(r.latencies, 0.99),
@@ -1109,7 +1022,9 @@ def network_markdown(report: dict, command: str) -> str:
         f"64 volunteers, 16 payers), {report['orders']:,} single orders from {report['clients']} clients after 200 of "
         "warm-up, Anvil first, then the network. On the network the service's `TIMEBANK_RPC_URL` lists the four "
         "nodes and `TIMEBANK_CONFIRMATIONS` is 3 (README: confirmations on Clique), so a batch counts as anchored "
-        "two blocks later than on Anvil. \"chain cores\" is Anvil, or the first geth node (the one the service talks to).",
+        "two blocks later than on Anvil. \"chain cores\" is Anvil, or the first geth node (the one the service talks to); "
+        f"other processes of the machine used {report['anvil']['other_cores']:.2f} and {report['clique']['other_cores']:.2f} "
+        "cores during the two loads.",
         "",
         "| chain | intake orders/s | intake p50 / p99 | accept-to-anchored p50 / p99 | anchored | service / chain cores |",
         "|---|---:|---|---|---|---|",
@@ -1486,9 +1401,8 @@ def measure_config(config: Config, args: argparse.Namespace, database_url: str |
         env = {**dict(kv.split("=", 1) for kv in args.env), **config.env}
         if database_url is not None:
             env["TIMEBANK_DATABASE_URL"] = database_url
-        service = ServiceProcess(workdir, anvil.url, address, env)
+        service = ServiceProcess(anvil.url, address, workdir, "bench", cwd=workdir, **env).start(timeout=120)
         client = httpx.Client(base_url=service.url, timeout=120)
-        service.wait_ready(client, timeout=120)
         warmup = 500
         total = warmup + orders + bulk_orders
         layout = Layout.for_total(total, 128, 32, 4)
@@ -1537,8 +1451,8 @@ def measure_config(config: Config, args: argparse.Namespace, database_url: str |
         result["memory_kib"] = proc_status_kib(service.pid, "VmHWM")
         client.close()
         service.stop()
-        result["anchor"] = anchor_latency(service.database_url, [oid for oid, _ in single])
-        every = anchor_latency(service.database_url, [oid for oid, _ in single + bulk])
+        result["anchor"] = anchor_latency(service.base_env["TIMEBANK_DATABASE_URL"], [oid for oid, _ in single])
+        every = anchor_latency(service.base_env["TIMEBANK_DATABASE_URL"], [oid for oid, _ in single + bulk])
         result["all"] = {"accepted": s["orders"] + b["orders"], "anchored": every["anchored"], "statuses": every["statuses"]}
         a = result["anchor"]
         say(f"    accept-to-anchored p50 {a['p50']:.2f} s, p99 {a['p99']:.2f} s; accepted {result['all']['accepted']}, "

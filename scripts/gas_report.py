@@ -1,4 +1,4 @@
-"""Gas of TimeBank.anchorBatch by batch size, measured on a throw-away Anvil.
+"""Gas of TimeBank.anchorBatch by batch size, and of challengeBatch, measured on a throw-away Anvil.
 
     python -m scripts.gas_report
 
@@ -8,7 +8,10 @@ beforehand (real accounts carry non-zero balances, so a batch rewrites warm non-
 anchors batches of 1, 16, 64, 256 and 1,024 orders in which every order has its own volunteer and
 payer, and a mixed batch of 256 orders among 128 volunteers and 32 payers. Prints a markdown table and
 the verdict against the targets (gas per order at most 4,000 for the mixed batch, at most 12,000 when
-every account is distinct).
+every account is distinct). Every anchoring includes the batch's commitment (PROTOCOL.md section 9).
+Then challenges (`challengeBatch`) of batches of 256 and 1,024 orders, every account distinct, whose
+anchored deltas credit one volunteer 60 minutes more than its orders (a reason-3 fault): the gas a
+challenger pays to judge every signature, station and amount of the batch and correct it.
 
 Columns: `gas` is the transaction's gasUsed (21,000 base, calldata and execution); `calldata` the
 calldata's share (4 gas per zero byte, 16 per non-zero byte); `exec/account` the rest after the base,
@@ -38,6 +41,7 @@ from scripts.deploy import deploy
 DISTRICT = 320102
 SIZES = (1, 16, 64, 256, 1024)
 MIXED = (256, 128, 32)  # orders, distinct volunteers, distinct payers
+CHALLENGE_SIZES = (256, 1024)
 TARGET_MIXED = 4_000
 TARGET_DISTINCT = 12_000
 FUNDING = 1_000_000  # minutes granted to every payer beforehand
@@ -81,15 +85,17 @@ class Chain:
     city_key: bytes
     relayer: str
     separator: bytes
+    index_of: dict[bytes, int]
 
-    def send_all(self, datas: list[str], gas: int = COMMAND_GAS) -> list[dict]:
-        """Send transactions from the relayer (an unlocked Anvil account) to the contract, all at once;
-        every one must succeed."""
-        nonce = self.w3.eth.get_transaction_count(self.relayer, "pending")
+    def send_all(self, datas: list[str], gas: int = COMMAND_GAS, sender: str | None = None) -> list[dict]:
+        """Send transactions from the relayer (or `sender`; an unlocked Anvil account) to the contract, all
+        at once; every one must succeed."""
+        sender = sender or self.relayer
+        nonce = self.w3.eth.get_transaction_count(sender, "pending")
         gas_price = hex(self.w3.eth.gas_price)
         txs = [
             {
-                "from": self.relayer,
+                "from": sender,
                 "to": self.contract.address,
                 "data": d,
                 "gas": hex(gas),
@@ -101,19 +107,31 @@ class Chain:
         # Pool them, then mine, in chunks: Anvil's automine does not take a burst of nonces reliably,
         # and its pool silently drops transactions past a few thousand.
         hashes: list[str] = []
+        receipts: list[dict] = []
         self.rpc.batch([("evm_setAutomine", [False])])
         try:
             for start in range(0, len(txs), POOL_CHUNK):
                 chunk = txs[start : start + POOL_CHUNK]
-                hashes += self.rpc.batch([("eth_sendTransaction", [tx]) for tx in chunk])
-                for _ in range(len(chunk) + 1):
-                    status = self.rpc.batch([("txpool_status", [])])[0]
-                    if int(status["pending"], 16) == 0 and int(status["queued"], 16) == 0:
+                sent = self.rpc.batch([("eth_sendTransaction", [tx]) for tx in chunk])
+                for attempt in range(3):
+                    for _ in range(len(chunk) + 1):
+                        status = self.rpc.batch([("txpool_status", [])])[0]
+                        if int(status["pending"], 16) == 0:
+                            break
+                        self.rpc.batch([("evm_mine", [])])
+                    got = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in sent])
+                    lost = [i for i, r in enumerate(got) if r is None]
+                    if not lost:
                         break
-                    self.rpc.batch([("evm_mine", [])])
+                    # Anvil now and then drops one from a burst, which leaves the later nonces queued: send
+                    # the dropped ones again (same nonce, same hash)
+                    again = self.rpc.batch([("eth_sendTransaction", [chunk[i]]) for i in lost])
+                    for i, h in zip(lost, again):
+                        sent[i] = h
+                hashes += sent
+                receipts += got
         finally:
             self.rpc.batch([("evm_setAutomine", [True])])
-        receipts = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in hashes])
         if any(r is None for r in receipts):
             raise RuntimeError(f"{sum(r is None for r in receipts)} transactions were not mined")
         failed = [r["transactionHash"] for r in receipts if int(r["status"], 16) != 1]
@@ -130,16 +148,10 @@ class Chain:
         return self.contract.encode_abi(fn, [args, signature, *extra])
 
 
-def pack_deltas(orders: list[P.ServiceOrder]) -> tuple[bytes, int]:
-    """The 44-byte entries anchorBatch takes, and the number of accounts."""
-    totals: dict[bytes, list[int]] = {}
-    for o in orders:
-        totals.setdefault(o.volunteer, [0, 0, 0])[1 if o.serviceType == P.TRANSFER_SERVICE_TYPE else 0] += o.minutes
-        totals.setdefault(o.payer, [0, 0, 0])[2] += o.minutes
-    packed = b"".join(
-        a + e.to_bytes(4, "big") + r.to_bytes(4, "big") + s.to_bytes(4, "big") for a, (e, r, s) in totals.items()
-    )
-    return packed, len(totals)
+def pack_deltas(orders: list[P.ServiceOrder], index_of: dict[bytes, int]) -> tuple[bytes, int]:
+    """The canonical deltas anchorBatch takes (16 bytes an account), and the number of accounts."""
+    totals = P.amounts((o.volunteer, o.payer, o.serviceType, o.minutes) for o in orders)
+    return P.canonical_deltas(totals, index_of), len(totals)
 
 
 def calldata_gas(data: bytes) -> int:
@@ -175,7 +187,7 @@ def setup(url: str, volunteers: int, payers: int) -> tuple[Chain, list[bytes], l
     address, _ = deploy(w3, artifact, city.key, city.address, relayer.address)
     contract = w3.eth.contract(address=address, abi=artifact["abi"])
     chain = Chain(
-        w3, Rpc(url), contract, bytes(city.key), relayer.address, P.domain_separator(w3.eth.chain_id, address)
+        w3, Rpc(url), contract, bytes(city.key), relayer.address, P.domain_separator(w3.eth.chain_id, address), {}
     )
 
     station_key = secrets.token_bytes(32)
@@ -213,13 +225,20 @@ def setup(url: str, volunteers: int, payers: int) -> tuple[Chain, list[bytes], l
                 )
             )
     chain.send_all(datas)
+    # indices are given in registration order, from 1; the contract is asked to be sure
+    chain.index_of = {account: i + 1 for i, account in enumerate([*vols, *pays])}
+    for account in (vols[0], vols[-1], pays[0], pays[-1]):
+        assert contract.functions.accountIndex(account).call() == chain.index_of[account]
     return chain, vols, pays, station_key
 
 
-def measure(chain: Chain, label: str, orders: list[P.ServiceOrder], station_key: bytes) -> Row:
+def measure(
+    chain: Chain, label: str, orders: list[P.ServiceOrder], station_key: bytes, deltas: bytes | None = None
+) -> Row:
     station = P.address_of(station_key)
     tree = P.MerkleTree([P.leaf(o.digest(chain.separator), station) for o in orders])
-    deltas, _ = pack_deltas(orders)
+    if deltas is None:
+        deltas, _ = pack_deltas(orders, chain.index_of)
     data = chain.contract.encode_abi("anchorBatch", [tree.root, len(orders), deltas])
     (receipt,) = chain.send_all([data], gas=29_000_000)
     return Row(
@@ -249,6 +268,63 @@ def make_orders(vols: list[bytes], pays: list[bytes], n: int) -> list[P.ServiceO
         )
         for i in range(n)
     ]
+
+
+@dataclass
+class ChallengeRow:
+    orders: int
+    gas: int | None  # None: over the block's gas limit
+    calldata: int
+
+
+def measure_challenge(chain: Chain, orders: list[P.ServiceOrder], station_key: bytes) -> ChallengeRow:
+    """Anchors `orders` with one volunteer credited 60 minutes too many, then challenges the batch (from
+    another account) and gives the role back to the relayer, as the city would after an inquiry."""
+    totals = P.amounts((o.volunteer, o.payer, o.serviceType, o.minutes) for o in orders)
+    e, r, s = totals[orders[0].volunteer]
+    totals[orders[0].volunteer] = (e + 60, r, s)
+    deltas = P.canonical_deltas(totals, chain.index_of)
+    measure(chain, "unmeasured", orders, station_key, deltas)
+    batch_id = chain.contract.functions.batchCount().call()
+    station = P.address_of(station_key)
+    digests = [o.digest(chain.separator) for o in orders]
+    leaves = [P.leaf(d, station) for d in digests]
+    ranked = sorted(range(len(orders)), key=lambda i: leaves[i])
+    data = chain.contract.encode_abi(
+        "challengeBatch",
+        [
+            batch_id,
+            chain.relayer,
+            deltas,
+            [orders[i].as_tuple() for i in ranked],
+            [Web3.to_checksum_address(station)] * len(orders),
+            [P.sign(digests[i], station_key) for i in ranked],
+        ],
+    )
+    challenger = Account.from_key(DEV_KEYS[3]).address
+    calldata = calldata_gas(bytes.fromhex(data[2:]))
+    try:
+        chain.w3.eth.estimate_gas({"from": challenger, "to": chain.contract.address, "data": data})
+    except Exception as exc:  # noqa: BLE001 - reported, not hidden: the challenge does not fit a block
+        print(f"challengeBatch of {len(orders):,} orders cannot be sent: {exc}", file=sys.stderr)
+        return ChallengeRow(len(orders), None, calldata)
+    (receipt,) = chain.send_all([data], gas=29_000_000, sender=challenger)
+    role = chain.contract.functions.RELAYER_ROLE().call()
+    assert not chain.contract.functions.hasRole(role, chain.relayer).call(), "the challenge did not take the role"
+    city = Account.from_key(DEV_KEYS[0]).address
+    chain.send_all([chain.contract.encode_abi("grantRole", [role, chain.relayer])], sender=city)
+    return ChallengeRow(len(orders), int(receipt["gasUsed"], 16), calldata)
+
+
+def challenge_report(rows: list[ChallengeRow]) -> str:
+    lines = [
+        "| challengeBatch | orders | gas | gas/order | calldata/order |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        gas, per_order = (f"{r.gas:,}", f"{r.gas / r.orders:,.0f}") if r.gas else ("over the block gas limit", "")
+        lines.append(f"| one account inflated | {r.orders:,} | {gas} | {per_order} | {r.calldata / r.orders:,.0f} |")
+    return "\n".join(lines)
 
 
 def report(rows: list[Row]) -> str:
@@ -288,12 +364,12 @@ def verdict(rows: list[Row]) -> list[str]:
     out.append(
         f"- per account touched: {largest.exec_per_account:,.0f} gas of execution, of which {STORAGE_FLOOR:,} is the"
         f" storage floor (cold SLOAD 2,100 + SSTORE 2,900) and ~{overhead:,.0f} the code around it;"
-        f" plus {largest.calldata / largest.accounts:,.0f} gas of calldata (44 bytes)"
+        f" plus {largest.calldata / largest.accounts:,.0f} gas of calldata (16 bytes)"
     )
     return out
 
 
-def run(url: str) -> list[Row]:
+def run(url: str) -> tuple[list[Row], list[ChallengeRow]]:
     biggest = max(SIZES)
     chain, vols, pays, station_key = setup(url, max(biggest, MIXED[1]), max(biggest, MIXED[2]))
     # A first, unmeasured batch: a live contract's batch counter is never zero.
@@ -303,7 +379,8 @@ def run(url: str) -> list[Row]:
         rows.append(measure(chain, "distinct", make_orders(vols[:n], pays[:n], n), station_key))
     n, v, p = MIXED
     rows.append(measure(chain, "mixed", make_orders(vols[:v], pays[:p], n), station_key))
-    return rows
+    challenges = [measure_challenge(chain, make_orders(vols[:n], pays[:n], n), station_key) for n in CHALLENGE_SIZES]
+    return rows, challenges
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,18 +391,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     began = time.monotonic()
     if args.rpc_url:
-        rows = run(args.rpc_url)
+        rows, challenges = run(args.rpc_url)
     else:
         with tempfile.TemporaryDirectory(prefix="timebank-gas-") as tmp:
             handle = start_anvil(free_port(), Path(tmp), block_time=0)
             try:
-                rows = run(handle.url)
+                rows, challenges = run(handle.url)
             finally:
                 stop_anvil(handle)
     print("## anchorBatch gas\n")
     print(report(rows))
     print()
     print("\n".join(verdict(rows)))
+    print("\n## challengeBatch gas\n")
+    print(challenge_report(challenges))
     print(f"\n(measured in {time.monotonic() - began:.0f} s)", file=sys.stderr)
     return 0
 

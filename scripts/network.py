@@ -347,21 +347,36 @@ def wait_blocks(node: Node, count: int = 2, timeout: float = 60.0) -> int:
     return head
 
 
-def partition(side_a: list[Node], side_b: list[Node]) -> None:
+def _peer_ids(node: Node) -> set[str]:
+    return {p["enode"].split("@")[0] for p in node.rpc("admin_peers")}
+
+
+def partition(side_a: list[Node], side_b: list[Node], timeout: float = 30.0) -> None:
     """Cuts every peering between the two sides (admin_removePeer drops the static entry on both ends, so
-    neither redials)."""
-    for a in side_a:
-        for b in side_b:
-            a.rpc("admin_removePeer", [b.enode])
-            b.rpc("admin_removePeer", [a.enode])
+    neither redials), and waits until no connection between them is left (a dial already under way when
+    the entry was dropped may still connect once: it is cut again)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for a in side_a:
+            for b in side_b:
+                a.rpc("admin_removePeer", [b.enode])
+                b.rpc("admin_removePeer", [a.enode])
+        time.sleep(0.5)
+        left = [(a.url, b.url) for a in side_a for b in side_b if b.enode.split("@")[0] in _peer_ids(a)]
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise NetworkError(f"still peered after {timeout}s: {left}")
 
 
-def heal(nodes: list[Node]) -> None:
-    """Peers every node with every other one again (static entries restored)."""
+def heal(nodes: list[Node], timeout: float = 90.0) -> None:
+    """Peers every node with every other one again (static entries restored) and waits until they are.
+    geth does not redial a node it failed to reach or dropped for about 35 s, so this can take as long."""
     for a in nodes:
         for b in nodes:
             if a is not b:
                 a.rpc("admin_addPeer", [b.enode])
+    wait_peered(nodes, timeout)
 
 
 def start(network: Network, geth: Path = GETH) -> None:

@@ -57,15 +57,13 @@ import os
 import random
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -74,12 +72,14 @@ import httpx
 
 from api import protocol as P
 from api.auth import sign_headers
+from api.vocabulary import CHINA_TIME
 from scripts.admin import AdminClient, Refused, grant_monthly, register_person
 from scripts.chain import DEV_CHAIN_ID, DEV_KEYS, AnvilHandle, free_port, start_anvil, stop_anvil
+from scripts.service_process import ServiceProcess
 from scripts.verify_proof import verify_batch, verify_bundle
 
 ROOT = Path(__file__).resolve().parent.parent
-CST = timezone(timedelta(hours=8))  # China Standard Time: the city's clock
+CST = CHINA_TIME  # the city's clock
 
 # Three districts of Nanjing (GB/T 2260) and a point near the middle of each.
 DISTRICTS = (
@@ -271,11 +271,10 @@ class OwnService:
         self.workdir = workdir
         self.batch_wait = batch_wait
         self.anvil: AnvilHandle | None = None
-        self.process: subprocess.Popen | None = None
+        self.service: ServiceProcess | None = None
         self.contract = ""
         self.url = ""
         self.rpc_url = ""
-        self.log_path = workdir / "service.log"
 
     def start(self) -> None:
         from eth_account import Account
@@ -302,52 +301,22 @@ class OwnService:
                 }
             )
         )
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
-        env.update(
-            TIMEBANK_RPC_URL=self.rpc_url,
-            TIMEBANK_CONTRACT_ADDRESS=self.contract,
-            TIMEBANK_DATABASE_URL=f"sqlite:///{self.workdir / 'timebank.sqlite3'}",
-            TIMEBANK_DEPLOYMENTS_DIR=str(deployments),
-            TIMEBANK_HOST="127.0.0.1",
-            TIMEBANK_PORT=str(port),
-            TIMEBANK_BATCH_MAX_WAIT_SECONDS=str(self.batch_wait),
+        self.service = ServiceProcess(
+            self.rpc_url,
+            self.contract,
+            self.workdir,
+            TIMEBANK_DEPLOYMENTS_DIR=deployments,
+            TIMEBANK_BATCH_MAX_WAIT_SECONDS=self.batch_wait,
             TIMEBANK_POLL_INTERVAL_SECONDS="0.05",
-        )
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "api"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        with httpx.Client(base_url=self.url, timeout=5) as client:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"the service exited with {self.process.returncode}:\n{self.log_tail()}")
-                try:
-                    if client.get("/v1/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the service did not answer within 60 s:\n{self.log_tail()}")
-                time.sleep(0.1)
+        ).start()
+        self.url = self.service.url
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except FileNotFoundError:
-            return "(no log)"
+        return self.service.log_tail(lines) if self.service is not None else "(no log)"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        if self.service is not None:
+            self.service.stop()
         if self.anvil is not None:
             stop_anvil(self.anvil, timeout=15)
 
@@ -757,8 +726,10 @@ class City:
             ours = {o.order_id for o in self.orders}
             overlaps = [x["orderId"] for x in response.json()["overlaps"] if x["orderId"] in ours]
             found.extend(overlaps)
+            digests = {o.order_id: o.answer["digest"] for o in self.orders if o.answer and "digest" in o.answer}
             for order_id in overlaps:
-                self.command(admin, "RevokeOrder", {"orderId": order_id, "reason": REVOKE_PAID_TWICE})
+                message = {"orderId": order_id, "digest": digests[order_id], "reason": REVOKE_PAID_TWICE}
+                self.command(admin, "RevokeOrder", message)
         by_id = {o.order_id: o for o in self.orders}
         for order_id in found:
             if order_id in by_id:

@@ -46,10 +46,11 @@ caught:
      succeeded in `blockNumber` / `blockHash` and holds `BatchAnchored(id, root, count)`;
   4. the anchoring transaction's calldata (`eth_getTransactionByHash` input) is
      `anchorBatch(bytes32 root, uint32 count, bytes deltas)` to the contract with the recomputed root and
-     count, and its `deltas` move, per account, exactly the minutes the orders justify: 44 bytes per
-     account, `account ‖ earned uint32 ‖ received uint32 ‖ spent uint32`, the volunteer credited `earned`
-     (`received` for a transfer, service type 100) and the payer debited `spent`; compared per account,
-     whatever the order of the entries. The listing's own `amounts` must say the same.
+     count, and its `deltas` are canonical (PROTOCOL.md section 9: 16 bytes per account, `index ‖ earned ‖
+     received ‖ spent`, uint32 each, ascending by index; each index read back with the contract's
+     `accountAt`) and move, per account, exactly the minutes the orders justify: the volunteer credited
+     `earned` (`received` for a transfer, service type 100) and the payer debited `spent`. The listing's
+     own `amounts` must say the same.
 
 Exit status as for a bundle: 0 verified, 1..4 the first failed step, 6 unusable listing, API or RPC.
 """
@@ -62,7 +63,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
@@ -433,13 +434,33 @@ def compare_amounts(justified: Amounts, moved: Amounts) -> list[Check]:
                   f"{len(justified)} accounts, every one moved exactly what the orders justify")]
 
 
-def calldata_checks(orders: Sequence[protocol.ServiceOrder], root: bytes, calldata: bytes) -> list[Check]:
+def index_lookup(rpc: Rpc, contract: bytes) -> Any:
+    """`accountAt(index)` of the contract, asked once per index: the account of a canonical delta entry."""
+    cache: dict[int, bytes] = {}
+
+    def account_at(index: int) -> bytes:
+        if index not in cache:
+            (cache[index],) = rpc.eth_call(contract, "accountAt(uint32)", ["uint32"], [index], ["bytes32"])
+        return cache[index]
+
+    return account_at
+
+
+def calldata_checks(
+    orders: Sequence[protocol.ServiceOrder], root: bytes, calldata: bytes, account_at: Any
+) -> list[Check]:
     """Compares the calldata of a batch's anchoring transaction with the batch recomputed from its orders:
-    the call is `anchorBatch`, with the recomputed `root`, the number of orders, and per-account amounts
-    that the orders justify. Every check is step 4; the failed ones say what differs."""
+    the call is `anchorBatch`, with the recomputed `root`, the number of orders, and canonical deltas
+    (PROTOCOL.md section 9) whose per-account amounts the orders justify; `account_at(index)` gives the
+    account of an index (the contract's `accountAt`). Every check is step 4; the failed ones say what
+    differs."""
     try:
         got_root, got_count, deltas = decode_anchor_call(calldata)
-        moved = unpack_deltas(deltas)
+        moved = {}
+        for index, value in unpack_deltas(deltas).items():
+            account = account_at(index)
+            # an index no account holds is shown as the index itself
+            moved[account if any(account) else index.to_bytes(32, "big")] = value
     except ProtocolError as exc:
         return [Check(4, "calldata is anchorBatch(bytes32,uint32,bytes)", False, message=exc.message)]
     checks = [
@@ -542,7 +563,7 @@ def _batch_step4(report: _Report, rpc: Rpc, listing: Listing, root: bytes) -> No
         return
     to = tx.get("to")
     report.compare(4, "anchoring transaction is sent to the contract", _hex_bytes(to) if to else None, listing.contract)
-    report.checks.extend(calldata_checks(orders, root, _hex_bytes(tx.get("input"))))
+    report.checks.extend(calldata_checks(orders, root, _hex_bytes(tx.get("input")), index_lookup(rpc, listing.contract)))
 
 
 def fetch_listing(api_url: str, batch_id: int, timeout: float = 10.0) -> Any:
@@ -568,18 +589,26 @@ def _pinned(report: _Report, contract: str | None) -> bytes | None | bool:
         return False
 
 
+def _start(report: _Report, contract: str | None, parse: Callable[[Any], Any], value: Any, what: str) -> tuple[bytes | None, Any] | None:
+    """Step 0 before the chain: the pinned contract and the parsed `what`; None once a failure is reported."""
+    pinned = _pinned(report, contract)
+    if pinned is False:
+        return None
+    try:
+        return pinned, parse(value)
+    except ProtocolError as exc:
+        report.fail(0, f"{what} well formed", exc.message)
+        return None
+
+
 def verify_batch(listing: Any, rpc_url: str, *, contract: str | None = None, timeout: float = 10.0) -> Result:
     """Recomputes a batch from its listing (signatures, leaves, root, per-account amounts) and compares it
     with the chain behind `rpc_url`: `getBatch`, the anchoring receipt and the anchoring calldata."""
     report = _Report()
-    pinned = _pinned(report, contract)
-    if pinned is False:
+    start = _start(report, contract, parse_listing, listing, "listing")
+    if start is None:
         return report.result()
-    try:
-        parsed = parse_listing(listing)
-    except ProtocolError as exc:
-        report.fail(0, "listing well formed", exc.message)
-        return report.result()
+    pinned, parsed = start
     report.passed(0, "listing well formed", f"{BATCH_FORMAT}, batch {parsed.batch.id}, {len(parsed.orders)} orders, "
                   f"{len(parsed.amounts)} accounts")
     rpc = Rpc(rpc_url, timeout)
@@ -603,14 +632,10 @@ def verify_bundle(bundle: Any, rpc_url: str, *, contract: str | None = None, tim
     """Runs PROTOCOL.md section 7's checks on a decoded bundle against the chain behind `rpc_url`;
     `contract`, when given, is the TimeBank address the auditor trusts (else the bundle's is taken)."""
     report = _Report()
-    pinned = _pinned(report, contract)
-    if pinned is False:
+    start = _start(report, contract, parse_bundle, bundle, "bundle")
+    if start is None:
         return report.result()
-    try:
-        b = parse_bundle(bundle)
-    except ProtocolError as exc:
-        report.fail(0, "bundle well formed", exc.message)
-        return report.result()
+    pinned, b = start
     report.passed(0, "bundle well formed", f"{protocol.PROOF_FORMAT}, order {_show(b.order.orderId)}, "
                   f"batch {b.batch.id}")
     rpc = Rpc(rpc_url, timeout)

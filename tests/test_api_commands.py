@@ -15,7 +15,7 @@ import pytest
 
 from api import db
 from api import protocol as P
-from tests.utils.api import Admin, Terminal, card, wait_anchored
+from tests.utils.api import order_digest, Admin, Terminal, card, wait_anchored
 from tests.utils.api_world import DISTRICT, OTHER_DISTRICT
 
 pytestmark = pytest.mark.usefixtures("api")
@@ -30,7 +30,7 @@ def error_of(response, status: int, code: str) -> dict:
     """The refusal's `{error: {code, message}}`, after checking its status, shape and code."""
     assert response.status_code == status, f"{response.status_code} {response.text}"
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "messageEn", "messageZh"}, body
     assert body["error"]["code"] == code, body
     assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
     return body["error"]
@@ -175,9 +175,9 @@ def test_revoke_order(api, world, terminal):
     assert (account_view(api, volunteer)["balanceMinutes"], account_view(api, volunteer)["earnedMinutes"]) == (90, 90)
     assert account_view(api, elder)["balanceMinutes"] == 510
     # only the administrator of the order's district, or the city's
-    error_of(world.other_admin.command("RevokeOrder", orderId=order_id, reason=3), 403, "unauthorized")
-    error_of(stranger(api, world).command("RevokeOrder", orderId=order_id, reason=3), 403, "unauthorized")
-    ok(world.admin, "RevokeOrder", orderId=order_id, reason=3)
+    error_of(world.other_admin.command("RevokeOrder", orderId=order_id, digest=order_digest(api.client, order_id), reason=3), 403, "unauthorized")
+    error_of(stranger(api, world).command("RevokeOrder", orderId=order_id, digest=order_digest(api.client, order_id), reason=3), 403, "unauthorized")
+    ok(world.admin, "RevokeOrder", orderId=order_id, digest=order_digest(api.client, order_id), reason=3)
 
     view = api.client.get(f"/v1/orders/{order_id}").json()
     assert view["status"] == "revoked", view
@@ -186,7 +186,7 @@ def test_revoke_order(api, world, terminal):
     # the same request again tells its new status; a second revocation is refused
     again = terminal.post(body)
     assert again.status_code == 200 and again.json()["status"] == "revoked"
-    error_of(world.city.command("RevokeOrder", orderId=order_id, reason=3), 422, "command_refused")
+    error_of(world.city.command("RevokeOrder", orderId=order_id, digest=order_digest(api.client, order_id), reason=3), 422, "command_refused")
     # the mirror the order checks read has the payer's minutes back: all 600 can be spent again
     full = terminal.order(world.new_account(1), elder, elder, minutes=600)
     response = terminal.post(full)
@@ -195,7 +195,7 @@ def test_revoke_order(api, world, terminal):
 
 def test_revoke_order_by_the_city(api, world, terminal):
     body, _volunteer, elder = anchored_order(api, world, terminal, minutes=30)
-    ok(world.city, "RevokeOrder", orderId=body["order"]["orderId"], reason=1)
+    ok(world.city, "RevokeOrder", orderId=body["order"]["orderId"], digest=order_digest(api.client, body["order"]["orderId"]), reason=1)
     assert api.client.get(f"/v1/orders/{body['order']['orderId']}").json()["status"] == "revoked"
     assert account_view(api, elder)["balanceMinutes"] == 600
 
@@ -211,12 +211,12 @@ def test_revoke_order_not_anchored_or_unknown(api, world, terminal):
     body = terminal.order(volunteer, elder, elder)
     assert terminal.post(body).status_code == 201
     nonce = fresh_nonce()
-    early = world.admin.command("RevokeOrder", orderId=body["order"]["orderId"], reason=1, nonce=nonce)
+    early = world.admin.command("RevokeOrder", orderId=body["order"]["orderId"], digest=order_digest(api.client, body["order"]["orderId"]), reason=1, nonce=nonce)
     error_of(early, 409, "order_not_anchored")
-    error_of(world.admin.command("RevokeOrder", orderId=P.to_hex(secrets.token_bytes(32)), reason=1), 404, "not_found")
+    error_of(world.admin.command("RevokeOrder", orderId=P.to_hex(secrets.token_bytes(32)), digest=order_digest(api.client, P.to_hex(secrets.token_bytes(32))), reason=1), 404, "not_found")
     # once anchored it can be revoked, with the nonce the refused command named (a refusal spends none)
     assert wait_anchored(api.client, body["order"]["orderId"])["status"] == "anchored"
-    ok(world.admin, "RevokeOrder", orderId=body["order"]["orderId"], reason=1, nonce=nonce)
+    ok(world.admin, "RevokeOrder", orderId=body["order"]["orderId"], digest=order_digest(api.client, body["order"]["orderId"]), reason=1, nonce=nonce)
 
 
 def test_register_auditor(api, world):
@@ -246,6 +246,7 @@ def _messages(world, station: str, account: str) -> dict[str, dict]:
         "SetAccountStatus": {"account": account, "status": 2, "reason": 1},
         "Grant": {"account": account, "minutes": 60, "reason": 1},
         "RegisterAuditor": {"auditor": P.to_hex(secrets.token_bytes(20)), "district": DISTRICT},
+        "LinkAccounts": {"payer": account, "beneficiary": account, "linked": True},
     }
 
 

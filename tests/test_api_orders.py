@@ -58,7 +58,7 @@ def error_of(response, status: int, code: str) -> dict:
     assert response.status_code == status, f"{response.status_code} {response.text}"
     body = response.json()
     assert set(body) == {"error"}, body
-    assert set(body["error"]) == {"code", "message"}, body
+    assert set(body["error"]) == {"code", "message", "messageEn", "messageZh"}, body
     assert body["error"]["code"] == code, body
     assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
     return body["error"]

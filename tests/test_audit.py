@@ -24,7 +24,7 @@ from api import protocol as P
 from api.audit import CREDIT_FORMAT, STATS_COLUMNS
 from api.bundles import BATCH_FORMAT, amounts_of
 from api.auth import sign_headers
-from api.protocol import pack_amounts, unpack_deltas
+from api.protocol import canonical_deltas, unpack_deltas
 from scripts import audit_sweep
 from scripts.verify_proof import (
     EXIT_MALFORMED,
@@ -36,7 +36,7 @@ from scripts.verify_proof import (
     verify_bundle,
 )
 from tests.utils import chain as C
-from tests.utils.api import Terminal, card, wait_anchored, wait_for
+from tests.utils.api import order_digest, Terminal, card, wait_anchored, wait_for
 from tests.utils.api_world import DISTRICT, OTHER_DISTRICT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,7 +194,7 @@ def test_relayer_moving_minutes_no_order_justifies_is_caught(w3, bank, chain_sna
     orders = [C.make_order(district=district, volunteer=volunteer, payer=recipient, minutes=m) for m in (30, 45)]
     honest = amounts_of(orders)
     inflated = {**honest, volunteer: (honest[volunteer][0] + 600, 0, 0)}
-    forged = C.build_batch(bank, orders, station_key, deltas=pack_amounts(inflated))
+    forged = C.build_batch(bank, orders, station_key, deltas=C.pack_deltas(bank, inflated))
     _, receipt = C.anchor(bank, forged)  # sent from bank.relayer: Anvil's 2nd development key
     result = verify_batch(listing_of(forged, receipt), anvil.url)
     failed = [c for c in result.checks if not c.ok]
@@ -230,19 +230,25 @@ def test_comparison_of_orders_and_calldata():
     amounts = amounts_of(orders)
     assert amounts == {a: (45, 0, 20), b: (0, 0, 30), c: (0, 0, 15), d: (0, 20, 0)}
     root = secrets.token_bytes(32)
+    stranger = P.account_id("NJ-320102-stranger")
+    index = {a: 1, b: 2, c: 3, d: 4, stranger: 5}
+    account_at = {i: x for x, i in index.items()}.get
+
+    def pack_amounts(values) -> bytes:
+        return canonical_deltas(values, index)
 
     def failures(deltas: bytes, *, count: int = 3, at_root: bytes = root) -> list[str]:
-        return [ch.message or ch.name for ch in calldata_checks(orders, root, _calldata(at_root, count, deltas)) if not ch.ok]
+        calldata = _calldata(at_root, count, deltas)
+        return [ch.message or ch.name for ch in calldata_checks(orders, root, calldata, account_at) if not ch.ok]
 
     assert failures(pack_amounts(amounts)) == []
-    assert failures(pack_amounts(dict(reversed(list(amounts.items()))))) == []  # order-independent
+    assert failures(pack_amounts(dict(reversed(list(amounts.items()))))) == []  # canonical: sorted by index
     split = pack_amounts({a: (40, 0, 20)}) + pack_amounts({b: (0, 0, 30), c: (0, 0, 15), d: (0, 20, 0)}) + pack_amounts({a: (5, 0, 0)})
-    assert failures(split) == []  # an account given twice counts twice, as the contract applies it
+    assert len(failures(split)) == 1 and "not canonical" in failures(split)[0]  # the contract refuses it too
 
     inflated = failures(pack_amounts({**amounts, a: (645, 0, 20)}))
     assert inflated == [f"account {P.to_hex(a)}: moved earned 645, received 0, spent 20, "
                         f"the orders justify earned 45, received 0, spent 20"]
-    stranger = P.account_id("NJ-320102-stranger")
     extra = failures(pack_amounts({**amounts, stranger: (0, 600, 0)}))
     assert extra == [f"account {P.to_hex(stranger)}: moved earned 0, received 600, spent 0 that no order of the batch justifies"]
     dropped = failures(pack_amounts({k: v for k, v in amounts.items() if k != b}))
@@ -252,12 +258,12 @@ def test_comparison_of_orders_and_calldata():
 
     assert failures(pack_amounts(amounts), count=4) == ["calldata count equals the number of orders"]
     assert failures(pack_amounts(amounts), at_root=b"\x01" * 32) == ["calldata root equals the recomputed root"]
-    wrong_call = [ch for ch in calldata_checks(orders, root, b"\x12\x34\x56\x78" + b"\x00" * 96) if not ch.ok]
+    wrong_call = [ch for ch in calldata_checks(orders, root, b"\x12\x34\x56\x78" + b"\x00" * 96, account_at) if not ch.ok]
     assert len(wrong_call) == 1 and "anchorBatch" in wrong_call[0].message
-    truncated = [ch for ch in calldata_checks(orders, root, _calldata(root, 3, pack_amounts(amounts)[:-1])) if not ch.ok]
-    assert len(truncated) == 1 and "multiple of 44" in truncated[0].message
+    truncated = [ch for ch in calldata_checks(orders, root, _calldata(root, 3, pack_amounts(amounts)[:-1]), account_at) if not ch.ok]
+    assert len(truncated) == 1 and "multiple of 16" in truncated[0].message
     with pytest.raises(P.ProtocolError):
-        unpack_deltas(b"\x00" * 43)
+        unpack_deltas(b"\x00" * 15)
     assert compare_amounts(amounts, amounts)[0].ok
 
 
@@ -430,7 +436,7 @@ def test_homecare_comparison_and_revocation_of_the_double_paid_order(api, world,
 
     # the district admin revokes the double-paid order with one signed RevokeOrder command
     before = api.client.get(f"/v1/accounts/{elder}").json()["balanceMinutes"]
-    world.admin.ok("RevokeOrder", orderId=double["order"]["orderId"], reason=3)
+    world.admin.ok("RevokeOrder", orderId=double["order"]["orderId"], digest=order_digest(api.client, double["order"]["orderId"]), reason=3)
     wait_for(lambda: api.client.get(f"/v1/orders/{double['order']['orderId']}").json()["status"] == "revoked")
     assert api.client.get(f"/v1/accounts/{elder}").json()["balanceMinutes"] == before + 60
     after = signed(api, world, world.admin.key, "GET", overlaps_path).json()["overlaps"]
@@ -456,7 +462,7 @@ def test_stats_per_station_and_district_in_json_and_csv(api, world):
     assert all(terminal.post(b).status_code == 201 for b in rated)
     for b in rated:
         wait_anchored(api.client, b["order"]["orderId"])
-    world.admin.ok("RevokeOrder", orderId=rated[2]["order"]["orderId"], reason=2)
+    world.admin.ok("RevokeOrder", orderId=rated[2]["order"]["orderId"], digest=order_digest(api.client, rated[2]["order"]["orderId"]), reason=2)
     wait_for(lambda: api.client.get(f"/v1/orders/{rated[2]['order']['orderId']}").json()["status"] == "revoked")
 
     result = api.client.get(f"/v1/stats?station={terminal.address}")
@@ -497,7 +503,7 @@ def test_credit_export_streams_anchored_unrevoked_service_orders(api, world, aud
     volunteer, elder = world.new_account(1), world.new_account(2, grant=600)
     kept, revoked = anchored_orders(api, world, terminal, volunteer, elder, 2, minutes=25)
     (transfer,) = anchored_orders(api, world, terminal, volunteer, elder, 1, minutes=10, service_type=100)
-    world.admin.ok("RevokeOrder", orderId=revoked["order"]["orderId"], reason=1)
+    world.admin.ok("RevokeOrder", orderId=revoked["order"]["orderId"], digest=order_digest(api.client, revoked["order"]["orderId"]), reason=1)
     wait_for(lambda: api.client.get(f"/v1/orders/{revoked['order']['orderId']}").json()["status"] == "revoked")
 
     path = "/v1/exports/credit"

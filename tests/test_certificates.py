@@ -11,7 +11,10 @@ import json
 import re
 import secrets
 import subprocess
+from datetime import datetime
+from pathlib import Path
 from types import SimpleNamespace
+from zoneinfo import ZoneInfo
 
 import pytest
 from eth_hash.auto import keccak
@@ -314,8 +317,9 @@ def test_a_certificate_missing_a_field_is_refused(api, served, field):
 
 
 def test_qr_payload():
+    """The auditor page with the certificate's URL (percent-encoded) and digest in the fragment."""
     account, digest = "0x" + "ab" * 32, "0x" + "cd" * 32
-    expected = f"https://bank.example/v1/accounts/{account}/certificate#digest={digest}"
+    expected = f"https://bank.example/verify#certificate=/v1/accounts/{account}/certificate&digest={digest}"
     assert CERT.qr_payload(base_url="https://bank.example/", account=account, digest=digest) == expected
     assert CERT.qr_payload(base_url="https://bank.example", account=account, digest=digest) == expected
 
@@ -337,12 +341,20 @@ def test_pdf_shows_hours_and_stars_and_carries_its_json(api, served):
     reader = PdfReader(io.BytesIO(response.content))
     assert len(reader.pages) == 1
     text = reader.pages[0].extract_text()
-    for expected in ["时间银行志愿服务记录证明", "Service-Record Certificate", "100.00 hours", "6,000 minutes earned",
-                     "1 of 5 stars", str(DISTRICT), served.volunteer, "10 orders", digest, "UTC+8"]:
+    for expected in ["时间银行志愿服务记录证明", "Service-Record Certificate", "100.00 小时", "100.00 hours", "6,000 minutes earned",
+                     "1 of 5 stars", "江苏省南京市玄武区（320102）", "签发单位", "江苏省南京市玄武区时间银行", served.volunteer,
+                     "10 笔", "10 orders", digest, "北京时间", "服务明细"]:
         assert expected in text, (expected, text)
+    assert "持证人" not in text  # no holder named without the card's check code
     flat = re.sub(r"\s+", "", text)
     payload = CERT.qr_payload(base_url=api.url, account=served.volunteer, digest=digest)
     assert payload in flat  # the URL under the QR code is the request's own base URL
+    # every service: its date in Asia/Shanghai, its type's Chinese name, hours, district, chain, batch
+    for row, bundle in zip(CERT.service_rows(served.certificate), served.certificate["orders"]):
+        day = datetime.fromtimestamp(bundle["order"]["startTime"], ZoneInfo("Asia/Shanghai")).strftime("%Y-%m-%d")
+        assert row["date"] == day and row["type"] == "助餐" and row["district"] == "玄武区"
+        assert f"#{bundle['batch']['id']}" in row["proof"] and row["proof"].startswith(str(bundle["domain"]["chainId"]))
+        assert f"{row['number']}\n{row['date']}\n助餐\n{row['hours']}\n玄武区\n{row['proof']}" in text, row
 
     (attached,) = reader.attachments[CERT.ATTACHMENT_NAME]
     assert P.to_hex(keccak(attached)) == digest
@@ -375,6 +387,97 @@ def test_pdf_qr_code_decodes_to_the_payload(served, tmp_path):
     decoded = subprocess.run(["zbarimg", "-q", "--raw", str(page)], capture_output=True, text=True, check=True).stdout
     digest = CERT.certificate_digest(served.certificate)
     assert decoded.strip() == CERT.qr_payload(base_url="http://bank.example", account=served.volunteer, digest=digest)
+
+
+def test_certificate_names_its_district_and_issuer(served):
+    cert = served.certificate
+    assert cert["districtName"] == "玄武区"
+    assert cert["issuer"] == {"district": DISTRICT, "name": "江苏省南京市玄武区时间银行"}
+    assert "holder" not in cert  # no person named to anyone who asks by account id
+
+
+def test_holder_gets_a_certificate_with_name_and_card(api, world, served):
+    """The card's holder (number and check code) gets the certificate naming them; a wrong code is refused
+    like a wrong look-up, and nobody else gets the name."""
+    from api import cards
+    from tests.test_people import register
+
+    cards.limiter_of(api.service).reset()
+    volunteer_card = f"NJ-{DISTRICT}-cert{secrets.randbelow(10**8)}"
+    account = P.to_hex(P.account_id(volunteer_card))
+    code = register(api, world, world.admin.key, {"cardNumber": volunteer_card, "district": DISTRICT, "kind": 1, "name": "李志愿",
+                                                  "idNumber": "320102199001010011"})["checkCode"]
+    world.admin.ok("RegisterAccount", account=account, district=DISTRICT, kind=1)
+    (order_id,) = _post_all(api, [served.terminal.order(account, served.elder, served.elder, minutes=30, service_type=5)])
+    holder = {"X-TimeBank-Card": volunteer_card, "X-TimeBank-Check-Code": code}
+    cert = api.client.get(f"/v1/accounts/{account}/certificate", headers=holder).json()
+    assert cert["holder"] == {"name": "李志愿", "cardNumber": volunteer_card}
+    assert [b["order"]["orderId"] for b in cert["orders"]] == [order_id]
+    assert _verify(api, cert)["valid"] is True  # the holder's name changes nothing the chain checks
+    wrong = api.client.get(f"/v1/accounts/{account}/certificate", headers={**holder, "X-TimeBank-Check-Code": cards.new_check_code()})
+    assert wrong.status_code == 404 and wrong.json()["error"]["code"] == "not_found"
+    other = api.client.get(f"/v1/accounts/{served.volunteer}/certificate", headers=holder)  # another account's
+    assert other.status_code == 404
+    pdf = api.client.get(f"/v1/accounts/{account}/certificate.pdf", headers=holder)
+    assert pdf.status_code == 200
+    from pypdf import PdfReader
+
+    text = PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
+    assert "持证人" in text and f"李志愿（卡号 {volunteer_card}）" in text and "精神慰藉" in text
+    cards.limiter_of(api.service).reset()
+
+
+def _ink(png: Path, box: tuple[int, int, int, int]) -> int:
+    """Dark pixels of a rendered page inside `box` (left, top, right, bottom, in pixels)."""
+    from PIL import Image
+
+    with Image.open(png) as image:
+        return sum(image.convert("L").crop(box).histogram()[:128])
+
+
+def test_pdf_embeds_a_cjk_font_subset_and_renders_without_chinese_fonts(served, tmp_path):
+    """Every font of the PDF is an embedded TrueType subset (FontFile2): pdffonts says `emb yes`, `sub yes`.
+    Rendered by poppler with no font at all (an empty fontconfig; poppler-data absent), the Chinese title
+    has its glyphs, where a PDF naming the non-embedded STSong-Light (the reader's job) renders blank."""
+    from pypdf import PdfReader
+
+    pdf = tmp_path / "certificate.pdf"
+    pdf.write_bytes(CERT.render_pdf(served.certificate, base_url="http://bank.example/"))
+    listing = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout.splitlines()[2:]
+    assert listing, "no font"
+    for line in listing:
+        name, kind, emb, sub = line.split()[0], " ".join(line.split()[1:-5]), *line.split()[-5:-3]
+        assert re.match(r"^[A-Z]{6}\+", name) and kind.startswith("TrueType") and (emb, sub) == ("yes", "yes"), line
+    reader = PdfReader(str(pdf))
+    for font in reader.pages[0]["/Resources"]["/Font"].values():
+        descriptor = font.get_object()["/FontDescriptor"].get_object()
+        assert "/FontFile2" in descriptor and len(descriptor["/FontFile2"].get_object().get_data()) < 400_000  # a subset
+
+    # a control PDF: the same title in the standard STSong-Light, which a reader must supply
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    control = tmp_path / "control.pdf"
+    c = canvas.Canvas(str(control), pagesize=A4)
+    c.setFont("STSong-Light", 22)
+    c.drawCentredString(A4[0] / 2, A4[1] - 70, "时间银行志愿服务记录证明")
+    c.save()
+
+    conf = tmp_path / "fonts.conf"
+    conf.write_text('<?xml version="1.0"?><!DOCTYPE fontconfig SYSTEM "fonts.dtd"><fontconfig><cachedir>'
+                    f"{tmp_path / 'fc-cache'}</cachedir></fontconfig>")
+    env = {"PATH": "/usr/bin:/bin", "FONTCONFIG_FILE": str(conf), "HOME": str(tmp_path)}
+    title = (150, 40, 450, 85)  # the title's line at 72 dpi (A4 is 595 x 842 points)
+    for source, stem in ((pdf, "page"), (control, "control")):
+        subprocess.run(["pdftoppm", "-png", "-r", "72", "-f", "1", "-l", "1", str(source), str(tmp_path / stem)],
+                       env=env, check=True, capture_output=True)
+    (page,) = tmp_path.glob("page*.png")
+    (blank,) = tmp_path.glob("control*.png")
+    assert _ink(blank, title) == 0  # no Chinese font reachable: the non-embedded title is blank
+    assert _ink(page, title) > 500  # the embedded subset draws it
 
 
 # ----- star levels at every threshold (the contract's view) ---------------------------------------

@@ -1,7 +1,8 @@
 """TimeBank.anchorBatch, its views, verifyOrder and star levels, against Anvil and the compiled contract.
 
-A batch's per-account amounts are packed as the service packs them (tests/utils/chain.py: 44 bytes per
-account, `earned` for services, `received` for transfers, `spent` for the payer), and every refusal must
+A batch's per-account amounts are packed as the service packs them, canonical deltas (tests/utils/chain.py:
+16 bytes per account, its index, `earned` for services, `received` for transfers, `spent` for the payer,
+ascending by index; PROTOCOL.md section 9), and every refusal must
 revert the whole batch: no balance moved, no batch id taken, the root not anchored."""
 
 from __future__ import annotations
@@ -93,14 +94,16 @@ def test_spending_to_exactly_zero(town):
 
 
 def test_hand_packed_deltas(town):
-    """The packing itself: account ‖ earned ‖ received ‖ spent, big-endian uint32s."""
+    """The packing itself: index ‖ earned ‖ received ‖ spent, big-endian uint32s, ascending by index."""
     bank = town.bank
+    index = {a: C.account_index(bank, a) for a in (town.vol1, town.vol2, town.pool)}
+    assert index[town.vol1] < index[town.vol2] < index[town.pool]
     deltas = (
-        town.vol1 + (70).to_bytes(4, "big") + (5).to_bytes(4, "big") + (0).to_bytes(4, "big")
-        + town.pool + (0).to_bytes(4, "big") + (0).to_bytes(4, "big") + (75).to_bytes(4, "big")
-        + town.vol2 + (2**32 - 1).to_bytes(4, "big") + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
-        + town.elder1 + (0).to_bytes(4, "big") + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+        index[town.vol1].to_bytes(4, "big") + (70).to_bytes(4, "big") + (5).to_bytes(4, "big") + (0).to_bytes(4, "big")
+        + index[town.vol2].to_bytes(4, "big") + (2**32 - 1).to_bytes(4, "big") + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+        + index[town.pool].to_bytes(4, "big") + (0).to_bytes(4, "big") + (0).to_bytes(4, "big") + (75).to_bytes(4, "big")
     )  # fmt: skip
+    assert deltas == C.pack_deltas(bank, {town.pool: (0, 0, 75), town.vol2: (2**32 - 1, 0, 0), town.vol1: (70, 5, 0)})
     batch = C.build_batch(bank, [order(town, town.vol1, town.pool, 75)], town.station1, deltas=deltas)
     C.anchor(bank, batch)
     got = C.balances(bank, [town.vol1, town.vol2, town.pool, town.elder1])
@@ -172,7 +175,14 @@ def test_unknown_account_reverts_the_whole_batch(town, who):
     unknown = C.new_account_id()
     volunteer, payer = (unknown, town.elder1) if who == "volunteer" else (town.vol1, unknown)
     orders = [order(town, town.vol2, town.pool, 10), order(town, volunteer, payer, 10)]
-    assert_refused(town, C.build_batch(town.bank, orders, town.station1), "TimeBankUnknownAccount", unknown)
+    bank = town.bank
+    # an account with no index cannot be put in canonical deltas; an index no account holds is refused
+    with pytest.raises(P.ProtocolError, match="no account index"):
+        C.build_batch(bank, orders, town.station1)
+    free = bank.fns.accountCount().call() + 1
+    known = sorted(C.account_index(bank, a) for a in (town.vol2, town.pool, volunteer, payer) if a != unknown)
+    deltas = b"".join(C.raw_entry(i, 10) for i in known) + C.raw_entry(free, 10)
+    assert_refused(town, C.build_batch(bank, orders, town.station1, deltas=deltas), "TimeBankUnknownAccountIndex", free)
 
 
 def test_root_anchored_twice(town):
@@ -205,11 +215,11 @@ def test_city_admin_can_appoint_another_relayer(town, keys):
     assert_refused(town, batch2, "AccessControlUnauthorizedAccount", bank.relayer, RELAYER_ROLE)
 
 
-@pytest.mark.parametrize("length", [1, 43, 45, 87, 89, 44 * 3 - 1])
+@pytest.mark.parametrize("length", [1, 15, 17, 31, 33, 16 * 3 - 1])
 def test_malformed_deltas(town, length):
     bank = town.bank
-    good = C.pack_deltas({town.vol1: (10, 0, 0), town.pool: (0, 0, 10), town.vol2: (5, 0, 0)})
-    deltas = (good + b"\x00" * 44)[:length]
+    good = C.pack_deltas(bank, {town.vol1: (10, 0, 0), town.pool: (0, 0, 10), town.vol2: (5, 0, 0)})
+    deltas = (good + b"\x00" * 16)[:length]
     root = C.new_account_id()
     C.expect_revert(bank, bank.fns.anchorBatch(root, 1, deltas), "TimeBankMalformedDeltas", length)
     assert bank.fns.batchIdOfRoot(root).call() == 0

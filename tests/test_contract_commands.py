@@ -119,7 +119,7 @@ def test_register_district_refusals(town):
     C.expect_revert(bank, fn(D1, fresh, key=town.admin1), "TimeBankUnauthorized", C.address(town.admin1), 0)
     C.expect_revert(bank, fn(0, fresh), "TimeBankInvalidDistrict", 0)
     C.expect_revert(bank, fn(320105, ZERO), "TimeBankZeroAddress")
-    C.expect_revert(bank, fn(320105, bank.city_admin), "TimeBankZeroAddress")
+    C.expect_revert(bank, fn(320105, bank.city_admin), "TimeBankCityAdminAsDistrictAdmin", bank.city_admin)
     C.expect_revert(bank, fn(320105, C.address(town.admin2)), "TimeBankAdminInUse", C.address(town.admin2), D2)
     C.relay(bank, fn(320105, fresh, nonce=11))
     C.expect_revert(bank, fn(320106, C.address(C.new_key()), nonce=11), "TimeBankNonceUsed", bank.city_admin, 11)
@@ -235,21 +235,24 @@ def test_remove_station_refusals(town):
 def test_register_account(town, kind):
     bank = town.bank
     account = C.new_account_id()
+    index = bank.fns.accountCount().call() + 1
     receipt = C.register_account(bank, account, D1, kind, key=town.admin1, nonce=41)
     assert C.events(bank, receipt) == [
         C.nonce_event(C.address(town.admin1), 41),
-        ("AccountRegistered", {"account": account, "district": D1, "kind": kind}),
+        ("AccountRegistered", {"account": account, "district": D1, "kind": kind, "index": index}),
     ]
+    assert bank.fns.accountIndex(account).call() == index and bank.fns.accountAt(index).call() == account
     assert C.get_account(bank, account) == C.AccountView(D1, kind, C.ACTIVE, 0, 0)
 
 
 def test_register_account_by_city_admin(town):
     bank = town.bank
     account = C.new_account_id()
+    index = bank.fns.accountCount().call() + 1
     receipt = C.register_account(bank, account, D2, C.KIND_GROUP, nonce=42)
     assert C.events(bank, receipt)[1] == (
         "AccountRegistered",
-        {"account": account, "district": D2, "kind": C.KIND_GROUP},
+        {"account": account, "district": D2, "kind": C.KIND_GROUP, "index": index},
     )
     assert C.get_account(bank, account) == C.AccountView(D2, C.KIND_GROUP, C.ACTIVE, 0, 0)
 

@@ -239,7 +239,7 @@ def test_revoke_command_for_another_order(town, batch):
 def test_altered_revoke_command_is_refused(town, batch):
     """Changing the reason of a signed RevokeOrder makes it another signer's command."""
     bank = town.bank
-    message = {"orderId": batch.orders[0].orderId, "reason": 1, "nonce": 77}
+    message = {"orderId": batch.orders[0].orderId, "digest": batch.digests[0], "reason": 1, "nonce": 77}
     signature = C.sign_command(bank, "RevokeOrder", message, town.admin1)
     forged = {**message, "reason": 2}
     recovered = C.to_checksum_address(P.recover(P.typed_digest(bank.separator, "RevokeOrder", forged), signature))

@@ -421,7 +421,7 @@ def test_chain_stopped_30s_under_load(chain_and_service):
 def error_of(response: httpx.Response, status: int, code: str) -> dict:
     assert response.status_code == status, f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text[:300]}"
     body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "messageEn", "messageZh"}, body
     assert body["error"]["code"] == code, body
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     return body["error"]

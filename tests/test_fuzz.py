@@ -70,6 +70,12 @@ MISSING_BODIES = {
 }
 
 
+@schemathesis.serializer("audio/*")
+def _raw_audio(_context, value) -> bytes:
+    """The recording upload's raw body (PUT /v1/orders/{orderId}/recording): bytes as they are."""
+    return value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogatepass")
+
+
 def _can_be_wrong(definition: dict) -> bool:
     """Whether an operation has an input whose schema some value breaks: a body, or a parameter with more
     than a bare string type (any text is a valid unconstrained string path parameter)."""

@@ -7,6 +7,7 @@ before its answer goes out, a refused one leaves nothing, a failed group leaves 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import threading
@@ -78,7 +79,7 @@ class Ledger:
 
     def submit(self, *bodies: dict) -> list[intake.Outcome]:
         """One request (a bulk of `bodies`) through the running writer; returns once it has answered."""
-        return self.writer.submit_sync([self.prepare(b) for b in bodies])
+        return asyncio.run(self.writer.submit([self.prepare(b) for b in bodies]))
 
     def submit_group(self, *requests: list[dict]) -> list[list[intake.Outcome] | BaseException]:
         """Several requests written by a writer as ONE group (one transaction): all are queued before it
@@ -88,7 +89,7 @@ class Ledger:
 
         def request(index: int, items: list) -> None:
             try:
-                results[index] = writer.submit_sync(items)
+                results[index] = asyncio.run(writer.submit(items))
             except BaseException as exc:  # noqa: BLE001 - handed to the test
                 results[index] = exc
 
@@ -119,7 +120,7 @@ def ledger(store_url: str) -> Ledger:
     with sessions.begin() as session:  # the mirror, as the chain follower would have written it
         session.add(db.Station(station=terminal.address, district=DISTRICT, active_from=1, active_until=0))
         for name, (kind, balance) in accounts.items():
-            session.add(db.Account(account=ids[name], district=DISTRICT, kind=kind, status=intake.ACTIVE, balance=balance, earned=0))
+            session.add(db.Account(account=ids[name], district=DISTRICT, kind=kind, status=P.ACTIVE, balance=balance, earned=0))
     writer = intake.Writer(sessions, settings)
     writer.start()
     yield Ledger(store_url, sessions, settings, writer, terminal, terminal.separator, ids)
@@ -186,9 +187,9 @@ def test_refusals_store_nothing(ledger: Ledger):
     unknown_payer = ledger.terminal.order(ledger.accounts["volunteer"], new_account(), ledger.accounts["elder"])
     own_payer = ledger.order("volunteer", "volunteer")
 
-    outcomes = ledger.writer.submit_sync(
+    outcomes = asyncio.run(ledger.writer.submit(
         [ledger.prepare(unsigned), ledger.prepare(unknown_payer), ledger.prepare(own_payer), ApiError("bad_signature")]
-    )
+    ))
 
     assert [(o.http_status, error_code(o)) for o in outcomes] == [
         (403, "station_unknown"),

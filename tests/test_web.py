@@ -217,3 +217,43 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
+
+
+# ----- the TypeScript verifier on a real chain ----------------------------------------------------
+
+from tests.test_verify_proof import scenario  # noqa: E402,F401  (the module's fixture: batches on Anvil)
+
+
+def test_typescript_verifier_agrees_with_timebank_verify(scenario, tmp_path):  # noqa: F811
+    from scripts.verify_proof import verify_bundle
+
+    good = scenario.bundles["good"]
+    contract = good["domain"]["verifyingContract"]
+
+    def tampered(change) -> dict:
+        bundle = json.loads(json.dumps(good))
+        change(bundle)
+        return bundle
+
+    cases = {name: bundle for name, bundle in scenario.bundles.items()}
+    cases["minutes changed"] = tampered(lambda b: b["order"].update(minutes=b["order"]["minutes"] + 1))
+    cases["signature of another order"] = tampered(lambda b: b.update(signature=scenario.bundles["revoked"]["signature"]))
+    cases["proof node flipped"] = tampered(lambda b: b["proof"].__setitem__(0, "0x" + "ab" * 32))
+    cases["another batch"] = tampered(lambda b: b.update(batch=scenario.other_batch))
+    cases["block hash changed"] = tampered(lambda b: b["batch"].update(blockHash="0x" + "00" * 32))
+    cases["chain id changed"] = tampered(lambda b: b["domain"].update(chainId=1))
+    cases["missing field"] = tampered(lambda b: b.pop("leaf"))
+    listed = [{"name": name, "bundle": bundle} for name, bundle in cases.items()]
+    listed.append({"name": "a look-alike contract pinned", "bundle": good, "contract": "0x" + "11" * 20})
+    for case in listed:
+        result = verify_bundle(case["bundle"], scenario.url, contract=case.get("contract", contract))
+        case["failedStep"] = result.failed_step
+        case["failedChecks"] = sum(not c.ok for c in result.checks)
+    assert [c["failedStep"] for c in listed[:4]] == [None, 4, 4, 5]  # the reference's own outcomes
+    path = tmp_path / "cases.json"
+    path.write_text(json.dumps({"rpcUrl": scenario.url, "contract": contract, "cases": listed}))
+    _build_web()
+    run = subprocess.run(["npx", "vitest", "run", "src/lib/verify.chain.test.ts"], cwd=WEB, capture_output=True, text=True,
+                         timeout=600, env={**_env(), "TIMEBANK_VERIFY_CASES": str(path)})
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    assert f"{len(listed)} passed" in run.stdout, run.stdout[-3000:]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from .. import people
+from .. import accounts, people
 from ..deps import JsonBody, ServiceDep, SignedCaller, hex32
 from ..schemas import AccountOut, errors
 
@@ -24,6 +24,9 @@ class HistoryOrder(BaseModel):
     status: str
     district: int
     serviceType: int
+    serviceName: str = Field(description="the service type's Chinese name (PROTOCOL.md section 1)")
+    serviceNameEn: str
+    districtName: str | None = Field(description="the GB/T 2260 name of the order's district")
     minutes: int
     startTime: int
     endTime: int
@@ -40,14 +43,14 @@ async def get_account(account_id: str, s: ServiceDep):
     """The account as the chain holds it, with its star level and the minutes promised in orders not
     yet anchored."""
     account = bytes.fromhex(hex32(account_id, "accountId")[2:])
-    return await run_in_threadpool(s.account_view, account)
+    return await run_in_threadpool(accounts.account_view, s, account)
 
 
 @router.put("/{account_id}/profile", responses=errors(400, 401, 403, 404, 409, 422))
 async def put_profile(account_id: str, s: ServiceDep, who: SignedCaller, body: JsonBody) -> dict[str, Any]:
     """Set an account's registered location and professional qualification (signed request of the
     administrator of the account's district, or the city's)."""
-    return await run_in_threadpool(s.set_profile, who, hex32(account_id, "accountId"), body)
+    return await run_in_threadpool(accounts.set_profile, s, who, hex32(account_id, "accountId"), body)
 
 
 @router.get("/{account_id}/history", response_model=HistoryOut, responses=errors(400, 401, 403, 404, 409, 422))

@@ -38,7 +38,7 @@ class CommandOut(BaseModel):
 async def post_command(s: ServiceDep, body: LaxJsonBody):
     """Relay a signed administrative command (PROTOCOL.md section 4). The service checks the signature
     and role, the contract checks them again; answers with the transaction hash once mined."""
-    return await run_in_threadpool(s.relay_command, body)
+    return await run_in_threadpool(s.commands.relay, body)
 
 
 class CommandStatus(BaseModel):

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from .. import protocol
 from ..deps import ServiceDep
-from ..errors import CATALOGUE
+from ..errors import CATALOGUE, MESSAGES_ZH
 
 router = APIRouter(prefix="/v1")
 
@@ -29,4 +29,4 @@ async def domain(s: ServiceDep) -> dict[str, Any]:
 @router.get("/errors", tags=["protocol"])
 async def errors() -> dict[str, Any]:
     """The catalogue of error codes with their HTTP status."""
-    return {code: {"status": status, "meaning": meaning} for code, (status, meaning) in CATALOGUE.items()}
+    return {code: {"status": status, "meaning": meaning, "meaningZh": MESSAGES_ZH[code]} for code, (status, meaning) in CATALOGUE.items()}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from ..deps import LaxJsonBody, ServiceDep, hex32
+from ..errors import localize, request_language
 from ..schemas import ErrorBody, errors
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
@@ -58,18 +59,19 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     responses={200: {"model": OrderAccepted, "description": "the same order again"}, **ERRORS},
     openapi_extra=_body_schema(OrderIn),
 )
-async def post_order(s: ServiceDep, body: LaxJsonBody):
+async def post_order(s: ServiceDep, body: LaxJsonBody, request: Request):
     """Submit one signed service order. 201 when accepted (durable before this answer), 200 for the
     same order again, 409 for the same orderId with other content, 4xx with a code when refused."""
     outcome = await s.submit_order(body)
-    return JSONResponse(status_code=outcome.http_status, content=outcome.body)
+    return JSONResponse(status_code=outcome.http_status, content=localize(outcome.body, request_language(request)))
 
 
 @router.post("/bulk", response_model=BulkOut, responses=ERRORS, openapi_extra=_body_schema(BulkIn))
-async def post_bulk(s: ServiceDep, body: LaxJsonBody):
+async def post_bulk(s: ServiceDep, body: LaxJsonBody, request: Request):
     """Submit up to 1,000 orders; one result per item, in order, each as the single endpoint answers."""
     outcomes = await s.submit_bulk(body)
-    return JSONResponse(status_code=200, content={"results": [{"httpStatus": o.http_status, **o.body} for o in outcomes]})
+    language = request_language(request)
+    return JSONResponse(status_code=200, content={"results": [{"httpStatus": o.http_status, **localize(o.body, language)} for o in outcomes]})
 
 
 @router.get("/{order_id}", responses=ERRORS)

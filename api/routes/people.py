@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -80,6 +80,24 @@ class PersonOut(BaseModel):
     qualified: bool | None = None
     createdAt: float | None = None
     updatedAt: float | None = None
+    checkCode: str | None = Field(None, description="the card check code, answered only by the registration (and a re-issue)")
+
+
+class ListedPerson(BaseModel):
+    cardNumber: str
+    account: str
+    district: int
+    kind: int
+    status: int
+    name: str
+    category: str | None
+    qualifications: list[str]
+
+
+class PeopleOut(BaseModel):
+    district: int
+    total: int
+    people: list[ListedPerson]
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -98,10 +116,26 @@ async def register_person(s: ServiceDep, who: SignedCaller, body: JsonBody):
     return await run_in_threadpool(people.register_person, s, who, body)
 
 
+@router.get("", response_model=PeopleOut, responses=ERRORS)
+async def list_people(
+    s: ServiceDep,
+    who: SignedCaller,
+    district: int,
+    kind: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=people.LIST_MAX_LIMIT)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    """The persons of a district by card number, with their account, kind, status, name, category and
+    qualifications (signed request of the district's administrator, the city's, or an auditor of it)."""
+    return await run_in_threadpool(people.list_people, s, who, district=district, kind=kind, limit=limit, offset=offset)
+
+
 @router.get("/{card_number}", response_model=PersonOut, response_model_exclude_unset=True, responses=ERRORS)
 async def get_person(card_number: str, s: ServiceDep, who: OptionalCaller):
-    """A person by card number. Anyone may ask; personal data only for a signed request of an administrator
-    of the person's district (or the city's) or an auditor of it (or city-wide)."""
+    """A person by card number, for a signed request of an administrator or auditor: personal data for
+    those of the person's district (or the city, or city-wide auditors), the public view (account,
+    district, kind, status) for the others. Unsigned, or signed without a role: `404` for every card (the
+    family look-up with the card's check code is `POST /v1/people/lookup`)."""
     return await run_in_threadpool(people.get_person, s, who, card_number)
 
 

@@ -17,6 +17,7 @@ from api import protocol as P
 from api.app import create_app
 from api.service import Service
 from api.settings import Settings
+from scripts.admin import AdminClient
 from scripts.chain import DEV_KEYS, free_port
 
 CITY_KEY = bytes.fromhex(DEV_KEYS[0][2:])
@@ -67,25 +68,31 @@ def settings_for(rpc_url: str, contract: str, database_url: str, **overrides: An
 
 @dataclass
 class Admin:
-    """An administrator's key; signs PROTOCOL.md section 4 commands and posts them."""
+    """An administrator's key in the tests: signs PROTOCOL.md section 4 commands with increasing nonces and
+    posts them through the administrators' client (scripts/admin.py), answering the raw response."""
 
     key: bytes
     client: httpx.Client
     domain: dict
     nonce: int = field(default_factory=lambda: secrets.randbits(40))
 
+    def __post_init__(self) -> None:
+        self.api = AdminClient(str(self.client.base_url), self.key, http=self.client, _domain=self.domain)
+
     @property
     def address(self) -> str:
-        return P.to_hex(P.address_of(self.key))
+        return self.api.address
 
     def sign(self, kind: str, message: dict) -> str:
-        separator = P.domain_separator(self.domain["chainId"], self.domain["verifyingContract"])
-        return P.to_hex(P.sign(P.typed_digest(separator, kind, message), self.key))
+        return self.api.sign(kind, message)
 
     def command(self, kind: str, /, **message: Any) -> httpx.Response:
         self.nonce += 1
         message.setdefault("nonce", self.nonce)
-        return self.client.post("/v1/admin/commands", json={"type": kind, "message": message, "signature": self.sign(kind, message)})
+        if kind == "RevokeOrder" and "digest" not in message:  # v1.1: the order's digest, as the service holds it
+            known = self.client.get(f"/v1/orders/{message['orderId']}")
+            message["digest"] = known.json()["digest"] if known.status_code == 200 else "0x" + "00" * 32
+        return self.api.post_command(kind, message)
 
     def ok(self, kind: str, /, **message: Any) -> dict:
         response = self.command(kind, **message)
@@ -171,3 +178,9 @@ def wait_anchored(client: httpx.Client, order_id: str, timeout: float = 30) -> d
         return view if view.get("status") in ("anchored", "rejected") else None
 
     return wait_for(anchored, timeout)
+
+
+def order_digest(client: httpx.Client, order_id: str) -> str:
+    """The EIP-712 digest of a stored order, which a RevokeOrder command names with its id (v1.1)."""
+    response = client.get(f"/v1/orders/{order_id}")
+    return response.json()["digest"] if response.status_code == 200 else "0x" + "00" * 32

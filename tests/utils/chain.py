@@ -365,12 +365,20 @@ def account_deltas(orders: Iterable[P.ServiceOrder]) -> dict[bytes, list[int]]:
     return totals
 
 
-def pack_deltas(totals: dict[bytes, Sequence[int]]) -> bytes:
-    """44 bytes per account: account 32 ‖ earned uint32 ‖ received uint32 ‖ spent uint32."""
-    return b"".join(
-        account + e.to_bytes(4, "big") + r.to_bytes(4, "big") + s.to_bytes(4, "big")
-        for account, (e, r, s) in totals.items()
-    )
+def account_index(bank: Bank, account: bytes) -> int:
+    """The account's index in canonical deltas (0: not registered)."""
+    return bank.fns.accountIndex(account).call()
+
+
+def pack_deltas(bank: Bank, totals: dict[bytes, Sequence[int]]) -> bytes:
+    """Canonical deltas (PROTOCOL.md section 9) of per-account totals, indices read from the contract:
+    16 bytes per account, index ‖ earned ‖ received ‖ spent (uint32 each), ascending by index."""
+    return P.canonical_deltas({a: tuple(v) for a, v in totals.items()}, lambda a: account_index(bank, a))
+
+
+def raw_entry(index: int, earned: int = 0, received: int = 0, spent: int = 0) -> bytes:
+    """One 16-byte delta entry as given, canonical or not (for refusal tests)."""
+    return b"".join(v.to_bytes(4, "big") for v in (index, earned, received, spent))
 
 
 @dataclass
@@ -414,7 +422,7 @@ def build_batch(
         digests=digests,
         leaves=leaves,
         tree=P.MerkleTree(leaves),
-        deltas=pack_deltas(account_deltas(orders)) if deltas is None else deltas,
+        deltas=pack_deltas(bank, account_deltas(orders)) if deltas is None else deltas,
     )
 
 
@@ -447,11 +455,14 @@ def revoke_fn(
     station: str | None = None,
     batch_id: int | None = None,
     proof: Sequence[bytes] | None = None,
+    digest: bytes | None = None,
 ) -> ContractFunction:
-    """revokeOrder for order `index` of `batch`; every part may be overridden to forge a bad call."""
+    """revokeOrder for order `index` of `batch`; every part may be overridden to forge a bad call. The
+    command's digest is the (possibly overridden) order's, unless given."""
     order = order or batch.orders[index]
     message = {
         "orderId": order_id or order.orderId,
+        "digest": digest or order.digest(bank.separator),
         "reason": reason,
         "nonce": new_nonce() if nonce is None else nonce,
     }
@@ -470,3 +481,61 @@ def revoke_fn(
 
 def revoke(bank: Bank, batch: Batch, index: int, **kwargs: Any):
     return relay(bank, revoke_fn(bank, batch, index, **kwargs))
+
+
+# ----- challenges (PROTOCOL.md section 9) ---------------------------------------------------------
+
+
+def sorted_positions(batch: Batch) -> list[int]:
+    """The batch's order positions in ascending order of leaf hash (the order challengeBatch takes)."""
+    return sorted(range(batch.count), key=lambda i: batch.leaves[i])
+
+
+def challenge_fn(
+    bank: Bank,
+    batch: Batch,
+    *,
+    relayer: str | None = None,
+    deltas: bytes | None = None,
+    orders: Sequence[P.ServiceOrder] | None = None,
+    stations: Sequence[str] | None = None,
+    signatures: Sequence[bytes] | None = None,
+    batch_id: int | None = None,
+) -> ContractFunction:
+    """challengeBatch of `batch` with its own orders sorted by leaf; every part may be overridden."""
+    order = sorted_positions(batch)
+    return bank.fns.challengeBatch(
+        batch.batch_id if batch_id is None else batch_id,
+        relayer or bank.relayer,
+        batch.deltas if deltas is None else deltas,
+        [o.as_tuple() for o in (orders if orders is not None else [batch.orders[i] for i in order])],
+        list(stations if stations is not None else [batch.stations[i] for i in order]),
+        list(signatures if signatures is not None else [batch.signatures[i] for i in order]),
+    )
+
+
+def duplicate_fn(
+    bank: Bank,
+    batch_a: Batch,
+    index_a: int,
+    batch_b: Batch,
+    index_b: int,
+    *,
+    relayer: str | None = None,
+    deltas: bytes | None = None,
+    proof_a: Sequence[bytes] | None = None,
+    proof_b: Sequence[bytes] | None = None,
+) -> ContractFunction:
+    """challengeDuplicate of order `index_a` of `batch_a` and order `index_b` of `batch_b`."""
+    return bank.fns.challengeDuplicate(
+        batch_a.batch_id,
+        batch_a.orders[index_a].as_tuple(),
+        batch_a.stations[index_a],
+        list(batch_a.proof(index_a) if proof_a is None else proof_a),
+        batch_b.batch_id,
+        batch_b.orders[index_b].as_tuple(),
+        batch_b.stations[index_b],
+        list(batch_b.proof(index_b) if proof_b is None else proof_b),
+        relayer or bank.relayer,
+        batch_b.deltas if deltas is None else deltas,
+    )

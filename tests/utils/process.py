@@ -1,17 +1,12 @@
-"""The service as a separate process (`python -m api`), for tests that kill it: started with `TIMEBANK_*`
-environment variables, ready once `GET /v1/health` answers, killed with SIGKILL or stopped with SIGTERM.
-Its output goes to a log file whose tail failure messages quote. `RpcProxy` stands between a service and
-its node and loses chosen requests on the wire."""
+"""The service as a separate process for tests that kill it (`scripts/service_process.py`, with the
+tests' short intervals and what they wait for). `RpcProxy` stands between a service and its node and
+loses chosen requests on the wire."""
 
 from __future__ import annotations
 
 import http.server
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -20,118 +15,22 @@ from typing import Any
 
 import httpx
 
-from scripts.chain import free_port
+from scripts import service_process
 
-ROOT = Path(__file__).resolve().parents[2]
+# short intervals: the tests wait for anchoring
+TEST_ENV = {
+    "TIMEBANK_BATCH_MAX_WAIT_SECONDS": "0.3",
+    "TIMEBANK_POLL_INTERVAL_SECONDS": "0.05",
+    "TIMEBANK_TX_TIMEOUT_SECONDS": "30",
+}
 
 
-class ServiceProcess:
-    """One `python -m api` process over a database file; `start` may be called again after it exited
-    (a restart: same database, same port, possibly other environment)."""
+class ServiceProcess(service_process.ServiceProcess):
+    """The shared service process (scripts/service_process.py) with the tests' short intervals, and what
+    the tests wait for."""
 
     def __init__(self, rpc_url: str, contract: str, workdir: Path, name: str = "service", **env: Any):
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = self.workdir / f"{name}.log"
-        self.base_env = {
-            "TIMEBANK_RPC_URL": rpc_url,
-            "TIMEBANK_CONTRACT_ADDRESS": contract,
-            "TIMEBANK_DATABASE_URL": f"sqlite:///{self.workdir / (name + '.sqlite3')}",
-            "TIMEBANK_PORT": str(self.port),
-            "TIMEBANK_HOST": "127.0.0.1",
-            # no deployment record of another chain may leak in: the follower starts at block 0
-            "TIMEBANK_DEPLOYMENTS_DIR": str(self.workdir / "deployments"),
-            "TIMEBANK_BATCH_MAX_WAIT_SECONDS": "0.3",
-            "TIMEBANK_POLL_INTERVAL_SECONDS": "0.05",
-            "TIMEBANK_TX_TIMEOUT_SECONDS": "30",
-        }
-        self.base_env.update({k: str(v) for k, v in env.items()})
-        self.process: subprocess.Popen | None = None
-        self.client = httpx.Client(base_url=self.url, timeout=30)
-        self.starts = 0
-
-    # ----- lifecycle ------------------------------------------------------------------------------
-
-    def start(self, timeout: float = 60, **env: Any) -> ServiceProcess:
-        """Starts the process (with `env` on top of the base environment) and waits until it answers."""
-        assert self.process is None or self.process.poll() is not None, "already running"
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("TIMEBANK_")}
-        environment.update(self.base_env)
-        environment.update({k: str(v) for k, v in env.items()})
-        self.starts += 1
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n===== start {self.starts} env {env}\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "api"],
-                cwd=ROOT,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited with {self.process.returncode} while starting:\n{self.log_tail()}")
-            try:
-                if self.client.get("/v1/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.name} did not answer /v1/health within {timeout}s:\n{self.log_tail()}")
-            time.sleep(0.1)
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else None
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def wait_exit(self, timeout: float = 20) -> int:
-        """Waits for the process to exit on its own (a fault injection point); returns its exit code."""
-        assert self.process is not None
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} still running after {timeout}s:\n{self.log_tail()}") from None
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup of any kind runs in the service."""
-        if self.running():
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after a few seconds."""
-        if self.running():
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(8)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def close(self) -> None:
-        self.kill()
-        self.client.close()
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-    # ----- reads ----------------------------------------------------------------------------------
-
-    def health(self) -> dict:
-        return self.client.get("/v1/health").json()
+        super().__init__(rpc_url, contract, workdir, name, **{**TEST_ENV, **env})
 
     def order(self, order_id: str) -> httpx.Response:
         return self.client.get(f"/v1/orders/{order_id}")

@@ -7,3 +7,6 @@ import { router } from './router'
 import { i18n } from './i18n'
 
 createApp(App).use(router).use(i18n).use(Button).use(Cell).use(CellGroup).use(Tab).use(Tabs).use(Tag).mount('#app')
+
+// the pages' files kept on the device (public/sw.js): the terminal reloads while the service is unreachable
+if ('serviceWorker' in navigator) navigator.serviceWorker.register('/sw.js').catch(() => {})

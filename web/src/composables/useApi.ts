@@ -14,8 +14,11 @@ export function useApi() {
   function errorText(e: unknown): string {
     if (e instanceof ApiError) {
       const key = `errors.${e.code}`
-      const ours = locale.value === 'zh-CN' && te(key) ? t(key) : ''
-      return ours ? `${ours}（${e.code}）` : `${e.message} (${e.code})`
+      if (locale.value === 'zh-CN') {
+        const zh = e.messageZh ?? (te(key) ? t(key) : '')
+        if (zh) return `${zh}（${e.code}）`
+      }
+      return `${e.messageEn ?? e.message} (${e.code})`
     }
     if (e instanceof Unreachable) return t('errors.unreachable')
     if (e instanceof ProtocolError) return `${e.message} (${e.code})`

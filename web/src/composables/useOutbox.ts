@@ -15,7 +15,7 @@ export interface OutboxItem {
   state: 'queued' | 'sent' | 'refused'
   status?: string // the service's: accepted, anchored, revoked, rejected
   httpStatus?: number
-  error?: { code: string; message: string }
+  error?: { code: string; message: string; messageZh?: string }
   attempts: number
   createdAt: number
   lastTry?: number
@@ -89,7 +89,7 @@ async function sendOne(item: OutboxItem) {
     if (e instanceof ApiError) {
       item.state = 'refused'
       item.httpStatus = e.status
-      item.error = { code: e.code, message: e.message }
+      item.error = { code: e.code, message: e.message, messageZh: e.messageZh }
       online.value = true
     } else if (e instanceof Unreachable) {
       online.value = false

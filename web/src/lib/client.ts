@@ -10,6 +10,9 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** the service's message in Chinese and in English, when it gives both */
+    readonly messageZh?: string,
+    readonly messageEn?: string,
   ) {
     super(message)
     this.name = 'ApiError'
@@ -55,7 +58,7 @@ export class TimeBankClient {
     }
     if (opts.signer) {
       const { domain, types } = await this.domain()
-      const host = this.baseUrl ? new URL(this.baseUrl).host : globalThis.location?.host
+      const host = (this.baseUrl ? new URL(this.baseUrl).host : globalThis.location?.host ?? '').toLowerCase()
       Object.assign(headers, await signRequest(opts.signer, domain, { method, path, body: bytes, host }, types))
     }
     let res: Response
@@ -76,7 +79,7 @@ export class TimeBankClient {
     if (res.status >= 500 && !parsed?.error) throw new Unreachable(`HTTP ${res.status}`)
     if (res.status >= 400) {
       const err = parsed?.error ?? {}
-      throw new ApiError(res.status, err.code ?? 'http_' + res.status, err.message ?? String(text).slice(0, 200))
+      throw new ApiError(res.status, err.code ?? 'http_' + res.status, err.message ?? String(text).slice(0, 200), err.messageZh, err.messageEn)
     }
     return { status: res.status, body: parsed as T }
   }

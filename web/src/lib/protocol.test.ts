@@ -142,32 +142,34 @@ describe('administrative commands', () => {
 })
 
 describe('signed requests', () => {
-  it('headers the service authenticates (api/auth.py), path with query, body hashed', async () => {
+  it('headers the service authenticates: the fields of its own SignedRequest type (api/protocol.py)', async () => {
+    const fields = python("print(json.dumps([{'name': n, 'type': t} for n, t in p.ALL_TYPES['SignedRequest']]))", null)
     const body = JSON.stringify({ cardNumber: 'NJ-320102-000123', name: '王秀英' })
-    const headers = await signRequest(admin, domain, { method: 'post', path: '/v1/people?x=1', body })
+    const headers = await signRequest(admin, domain, { method: 'post', path: '/v1/people?x=1', body, host: '127.0.0.1:8000' }, { SignedRequest: fields })
     const recovered = python(
-      `sep = p.domain_separator(inp['chainId'], inp['contract'])\nh = {k.lower(): v for k, v in inp['headers'].items()}\nm = {'method': 'POST', 'path': inp['path'], 'bodyHash': p.to_hex(p.keccak(inp['body'].encode())), 'timestamp': int(h['x-timebank-timestamp'])}\nprint(json.dumps(p.to_hex(p.recover(p.typed_digest(sep, 'SignedRequest', m), p.parse_bytes(h['x-timebank-signature'], 65, 's')))))`,
+      `sep = p.domain_separator(inp['chainId'], inp['contract'])\nh = {k.lower(): v for k, v in inp['headers'].items()}\nvalues = {'method': 'POST', 'host': '127.0.0.1:8000', 'path': inp['path'], 'bodyHash': p.to_hex(p.keccak(inp['body'].encode())), 'timestamp': int(h['x-timebank-timestamp']), 'nonce': h.get('x-timebank-nonce')}\nm = {n: values[n] for n, _ in p.ALL_TYPES['SignedRequest']}\nprint(json.dumps(p.to_hex(p.recover(p.typed_digest(sep, 'SignedRequest', m), p.parse_bytes(h['x-timebank-signature'], 65, 's')))))`,
       { headers, path: '/v1/people?x=1', body, chainId: domain.chainId, contract: domain.verifyingContract },
     )
     expect(recovered).toBe(admin.address.toLowerCase())
     expect(headers['X-TimeBank-Signer']).toBe(admin.address)
-    expect(headers['X-TimeBank-Nonce']).toBeUndefined()
   })
-  it('follows a service whose SignedRequest also signs host and nonce', async () => {
-    const types = {
-      SignedRequest: [
-        { name: 'method', type: 'string' },
-        { name: 'host', type: 'string' },
-        { name: 'path', type: 'string' },
-        { name: 'bodyHash', type: 'bytes32' },
-        { name: 'timestamp', type: 'uint64' },
-        { name: 'nonce', type: 'bytes32' },
-      ],
-    }
-    const headers = await signRequest(admin, domain, { method: 'GET', path: '/v1/people/NJ-1', host: '127.0.0.1:8000', timestamp: 1764460800 }, types)
-    expect(headers['X-TimeBank-Nonce']).toMatch(/^0x[0-9a-f]{64}$/)
-    const digest = typedDigest(domain, 'SignedRequest', { method: 'GET', host: '127.0.0.1:8000', path: '/v1/people/NJ-1', bodyHash: '0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470', timestamp: 1764460800, nonce: headers['X-TimeBank-Nonce'] }, types)
-    expect(recoverSigner(digest, headers['X-TimeBank-Signature'])).toBe(admin.address)
+  it('signs host and a fresh one-time nonce by default; an older service’s type without them is followed', async () => {
+    const a = await signRequest(admin, domain, { method: 'GET', path: '/v1/people/NJ-1', host: '127.0.0.1:8000', timestamp: 1764460800 })
+    const b = await signRequest(admin, domain, { method: 'GET', path: '/v1/people/NJ-1', host: '127.0.0.1:8000', timestamp: 1764460800 })
+    expect(a['X-TimeBank-Nonce']).toMatch(/^0x[0-9a-f]{64}$/)
+    expect(a['X-TimeBank-Nonce']).not.toBe(b['X-TimeBank-Nonce'])
+    const digest = typedDigest(domain, 'SignedRequest', { method: 'GET', host: '127.0.0.1:8000', path: '/v1/people/NJ-1', bodyHash: '0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470', timestamp: 1764460800, nonce: a['X-TimeBank-Nonce'] })
+    expect(recoverSigner(digest, a['X-TimeBank-Signature'])).toBe(admin.address)
+    const v1 = { SignedRequest: [
+      { name: 'method', type: 'string' },
+      { name: 'path', type: 'string' },
+      { name: 'bodyHash', type: 'bytes32' },
+      { name: 'timestamp', type: 'uint64' },
+    ] }
+    const old = await signRequest(admin, domain, { method: 'GET', path: '/v1/x', timestamp: 1764460800 }, v1)
+    expect(old['X-TimeBank-Nonce']).toBeUndefined()
+    const oldDigest = typedDigest(domain, 'SignedRequest', { method: 'GET', path: '/v1/x', bodyHash: '0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470', timestamp: 1764460800 }, v1)
+    expect(recoverSigner(oldDigest, old['X-TimeBank-Signature'])).toBe(admin.address)
   })
 })
 

@@ -101,11 +101,15 @@ export const TYPES: Types = {
     { name: 'linked', type: 'bool' },
     { name: 'nonce', type: 'uint64' },
   ],
+  // issue 10: the service's host and a one-time nonce are signed too (a service without them answers
+  // its own SignedRequest type in GET /v1/domain, which `typesFrom` prefers)
   SignedRequest: [
     { name: 'method', type: 'string' },
+    { name: 'host', type: 'string' },
     { name: 'path', type: 'string' },
     { name: 'bodyHash', type: 'bytes32' },
     { name: 'timestamp', type: 'uint64' },
+    { name: 'nonce', type: 'bytes32' },
   ],
 }
 
@@ -299,7 +303,7 @@ export async function signRequest(
     path: req.path,
     bodyHash: keccak256(body),
     timestamp,
-    host: req.host ?? '',
+    host: (req.host ?? '').toLowerCase(),
     nonce: req.nonce ?? hexlify(randomBytes(32)),
   }
   const message = Object.fromEntries(fields.map((f) => [f.name, values[f.name]]))

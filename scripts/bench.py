@@ -1481,6 +1481,7 @@ def run_compare(args: argparse.Namespace) -> dict:
     if args.no_postgres:
         return report
     cluster = Path(tempfile.mkdtemp(prefix="timebank-bench-pg-"))
+    cluster.chmod(0o755)  # run as root, the server runs as `postgres`, who must reach its directory
     handle = PG.start_postgres(cluster / "pg", throwaway=True)
     try:
         for n, (label, env) in enumerate(configs):

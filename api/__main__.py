@@ -11,6 +11,7 @@ from pathlib import Path
 import uvicorn
 
 from .app import create_app
+from .serving import header_timeout_protocol
 from .settings import get_settings
 
 
@@ -43,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return workers.Supervisor(settings).run()
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools", log_level="warning"
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http=header_timeout_protocol(settings.header_timeout_seconds),
+        timeout_keep_alive=5,
+        log_level="warning",
     )
     _Server(config).run()
     return 0

@@ -97,6 +97,7 @@ class Batcher:
         self.max_in_flight = settings.batch_max_in_flight
         self._last_sent: dict[int, float] = {}  # transaction id -> when it was last broadcast
         self.on_change = lambda **changed: None  # told the accounts whose orders were rejected
+        self.paused: str | None = None  # why no batch is made (the relayer lost RELAYER_ROLE), else None
 
     # ----- loop -----------------------------------------------------------------------------------
 
@@ -214,6 +215,8 @@ class Batcher:
 
     def step(self) -> bool:
         """Makes and sends one batch when one is due; returns whether it did."""
+        if self.paused is not None:
+            return False  # orders stay accepted until the role is granted again
         queued = (db.Order.status == OrderStatus.ACCEPTED, db.Order.batch_id.is_(None))
         with self.reads() as session:
             in_flight = session.scalar(
@@ -272,14 +275,14 @@ class Batcher:
             batch = session.scalar(select(db.Batch).where(db.Batch.root == root))
             if batch is None:
                 return False
-            anchored = batch.status == "anchored"
+            anchored = batch.status == BatchStatus.ANCHORED
             session.connection().execute(
                 update(db.Order.__table__)
-                .where(db.Order.__table__.c.seq == bindparam("o_seq"), db.Order.__table__.c.status == "accepted")
+                .where(db.Order.__table__.c.seq == bindparam("o_seq"), db.Order.__table__.c.status == OrderStatus.ACCEPTED)
                 .values(
                     batch_id=batch.id,
                     leaf_index=bindparam("o_leaf"),
-                    status="anchored" if anchored else "accepted",
+                    status=OrderStatus.ANCHORED if anchored else OrderStatus.ACCEPTED,
                     anchored_at=time.time() if anchored else None,
                 ),
                 [{"o_seq": o.seq, "o_leaf": tree.tree_index[i]} for i, o in enumerate(orders)],

@@ -88,13 +88,19 @@ def amounts_of_rows(rows: Iterable[Any]) -> Amounts:
     )
 
 
-def build_listing(domain: dict[str, Any], batch: Any, rows: Sequence[Any], *, revoked: Iterable[bool]) -> dict[str, Any]:
-    """A batch listing: the batch, every order (protocol fields, signature, digest, station, leaf and
-    whether it was revoked; no details) and the per-account amounts recomputed from the orders."""
+def build_listing(
+    domain: dict[str, Any], batch: Any, rows: Sequence[Any], *, revoked: Iterable[bool], relayer: str | None = None
+) -> dict[str, Any]:
+    """A batch listing: the batch, the relayer that anchored it and the canonical deltas it anchored (hex,
+    as in its `anchorBatch` call: what a challenge names), every order (protocol fields, signature, digest,
+    station, leaf and whether it was revoked; no details) and the per-account amounts recomputed from the
+    orders."""
     return {
         "format": BATCH_FORMAT,
         "domain": domain,
         **batch_json(batch),
+        "relayer": relayer,
+        "deltas": "0x" + (batch.deltas or ""),
         "orders": [
             {
                 "order": order_json(row),

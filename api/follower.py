@@ -5,9 +5,11 @@ events of a block range together with the new cursor, so a restart resumes exact
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,6 +22,7 @@ from .vocabulary import BatchStatus, OrderStatus
 log = logging.getLogger(__name__)
 
 MAX_RANGE = 2000
+RELAYER_ROLE = protocol.to_hex(protocol.keccak(b"RELAYER_ROLE"))
 
 
 class Follower:
@@ -47,6 +50,13 @@ class Follower:
         self.on_change = lambda **changed: None
         # called when the chain lost blocks, before the mirror is rebuilt (lost commands are sent again)
         self.on_reset = lambda: None
+        # this service's relayer: a challenge or the city administrator taking or granting its role is told
+        # to on_role(holds, why)
+        self.relayer: str | None = None
+        self.on_role = lambda holds, why: None
+        # what the chain held that the mirror could not apply (newest last): the follower records it and goes on
+        self.problems: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
+        self.problem_count = 0
 
     # ----- loop -----------------------------------------------------------------------------------
 
@@ -119,12 +129,20 @@ class Follower:
         to_block = min(target, cursor + MAX_RANGE)
         events = []
         for entry in self.chain.logs(cursor + 1, to_block):
-            event = self.chain.event(entry)
+            try:
+                event = self.chain.event(entry)
+            except ChainUnavailable:
+                raise
+            except Exception as exc:  # a log of this contract that does not decode: recorded, skipped
+                self._problem(entry, "?", f"the log does not decode: {exc}")
+                continue
             if event is not None:
                 name, args = event
                 call = None
-                if name in ("BatchAnchored", "OrderRevoked"):  # their amounts are in the calldata
-                    call = self.chain.call_input("0x" + bytes(entry["transactionHash"]).hex())[1]
+                if name in ("BatchAnchored", "OrderRevoked", "BatchChallenged"):  # their amounts are in the calldata
+                    call = self._call_of(entry, name)
+                if name == "BatchChallenged" and call is not None:
+                    call["_balances"] = self._balances_after(entry, call)
                 events.append((entry, name, args, call))
         to_hash = self.chain.block_hash(to_block)
         self._accounts: set[str] = set()
@@ -139,12 +157,80 @@ class Follower:
                 return 0  # another follower moved the cursor meanwhile: look again
             for entry, name, args, call in events:
                 handler = getattr(self, f"_on_{name}", None)
-                if handler is not None:
-                    handler(session, entry, args, call)
+                if handler is None:
+                    continue
+                try:
+                    with session.begin_nested():  # a handler that fails leaves nothing half written
+                        handler(session, entry, args, call)
+                except Exception as exc:
+                    log.exception("follower: %s at block %s not applied", name, entry["blockNumber"])
+                    self._problem(entry, name, f"not applied: {type(exc).__name__}: {exc}")
             state.block_number, state.block_hash = to_block, to_hash
         if self._accounts or self._balances or self._stations:
             self.on_change(accounts=self._accounts, balances=self._balances, stations=self._stations)
         return to_block - cursor
+
+    # ----- what the chain holds, whatever it is -------------------------------------------------------
+
+    def _problem(self, entry: dict, name: str, problem: str) -> None:
+        """Records an event the mirror could not apply as the chain holds it, and goes on."""
+        record = {
+            "blockNumber": int(entry["blockNumber"]),
+            "txHash": "0x" + bytes(entry["transactionHash"]).hex(),
+            "event": name,
+            "problem": problem,
+        }
+        log.error("follower: %s in %s at block %s: %s", name, record["txHash"], record["blockNumber"], problem)
+        self.problems.append(record)
+        self.problem_count += 1
+
+    def _call_of(self, entry: dict, name: str) -> dict | None:
+        """The contract call of the event's transaction (`_fn` its function), or None when the transaction
+        is not a direct call of the contract (another contract calling it): recorded."""
+        try:
+            fn, args = self.chain.call_input("0x" + bytes(entry["transactionHash"]).hex())
+        except ChainUnavailable:
+            raise
+        except Exception as exc:
+            self._problem(entry, name, f"its transaction is not a call of the contract ({exc}); balances read back from the chain")
+            return None
+        return {"_fn": fn, **args}
+
+    @staticmethod
+    def _orders_of(call: dict) -> list[tuple]:
+        """The ServiceOrder tuples a call carries (revokeOrder, challengeBatch, challengeDuplicate)."""
+        found = []
+        for key in ("order", "orders", "orderA", "orderB"):
+            value = call.get(key)
+            if value is None:
+                continue
+            for order in value if key == "orders" else [value]:
+                if isinstance(order, dict):
+                    order = tuple(order[k] for k in ("orderId", "district", "volunteer", "payer", "recipient", "serviceType", "startTime", "endTime", "minutes_", "detailsHash"))
+                found.append(tuple(order))
+        return found
+
+    def _balances_after(self, entry: dict, call: dict) -> dict[str, tuple[int, int]]:
+        """A challenge's accounts (its orders' and its anchored deltas') as the chain holds them after the
+        challenge's block: the mirror takes them as they are instead of recomputing the correction."""
+        accounts: set[bytes] = set()
+        for order in self._orders_of(call):
+            accounts.update((bytes(order[2]), bytes(order[3])))
+        for key in ("anchoredDeltas", "anchoredDeltasB"):
+            if call.get(key):
+                try:
+                    indexed = protocol.unpack_deltas(bytes(call[key]))
+                except Exception:
+                    continue
+                for index in indexed:
+                    accounts.add(self.chain.account_at(index))
+        block = int(entry["blockNumber"])
+        out = {}
+        for account in accounts:
+            view = self.chain.get_account(account, block)
+            if view.district:  # registered
+                out[protocol.to_hex(account)] = (view.balance, view.earned)
+        return out
 
     def _chain_reset(self, session: Session, state: db.FollowerState) -> None:
         """The chain no longer has the block the mirror was built to (a reset or a deep reorg): rebuild
@@ -153,7 +239,7 @@ class Follower:
         log.error("chain reset detected at block %s: rebuilding the mirror", state.block_number)
         # transactions mined in the lost blocks are no longer mined: their nonces are free again
         TxSender.dropped(session, self.chain.block_number())
-        for table in (db.Station, db.District, db.Auditor):
+        for table in (db.Station, db.District, db.Auditor, db.AccountLink):
             session.execute(table.__table__.delete())
         # accounts keep their off-chain profile; the chain's part is rebuilt from the events
         session.execute(update(db.Account).values(status=0, balance=0, earned=0))
@@ -212,12 +298,19 @@ class Follower:
             account.balance = a["balanceMinutes"]
         self._balances.add(a["account"])
 
+    def _on_AccountsLinked(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
+        session.merge(db.AccountLink(payer=a["payer"], beneficiary=a["beneficiary"], linked=bool(a["linked"])))
+        self._accounts.add(a["payer"])
+
     def _on_AuditorRegistered(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
         session.merge(db.Auditor(auditor=a["auditor"], district=a["district"]))
 
-    def _on_BatchAnchored(self, session: Session, entry: dict, a: dict, call: dict) -> None:
+    def _on_BatchAnchored(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
         batch = session.scalar(select(db.Batch).where(db.Batch.root == a["root"]))
-        indexed = protocol.unpack_deltas(call["deltas"])  # canonical: the contract refused anything else
+        if call is None or call.get("_fn") != "anchorBatch":
+            indexed = {}  # not a direct anchorBatch call: its amounts are unknown here (recorded by _call_of)
+        else:
+            indexed = protocol.unpack_deltas(bytes(call["deltas"]))  # canonical: the contract refused anything else
         session.flush()  # the reads and the statement below go around the session's objects
         ids = dict(
             session.execute(
@@ -226,7 +319,7 @@ class Follower:
         ) if indexed else {}
         moved = {bytes.fromhex(ids[i][2:]): v for i, v in indexed.items() if i in ids}
         if len(moved) != len(indexed):
-            log.error("batch %s moves accounts the mirror does not know: indices %s", a["batchId"], sorted(set(indexed) - set(ids)))
+            self._problem(entry, "BatchAnchored", f"batch {a['batchId']} moves accounts the mirror does not know: indices {sorted(set(indexed) - set(ids))}")
         amounts = [
             {"a": protocol.to_hex(account), "delta": earned + received - spent, "earned": earned}
             for account, (earned, received, spent) in moved.items()
@@ -256,10 +349,18 @@ class Follower:
             .values(status=OrderStatus.ANCHORED, anchored_at=now)
         )
 
-    def _on_OrderRevoked(self, session: Session, entry: dict, a: dict, call: dict) -> None:
-        order = call["order"]
-        if isinstance(order, dict):
-            order = [order[k] for k in ("orderId", "district", "volunteer", "payer", "recipient", "serviceType", "startTime", "endTime", "minutes_", "detailsHash")]
+    def _on_OrderRevoked(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
+        session.execute(
+            update(db.Order)
+            .where(db.Order.order_id == a["orderId"])
+            .values(status=OrderStatus.REVOKED, revoke_reason=int(a["reason"]))
+        )
+        if call is None or call.get("_fn") != "revokeOrder":
+            # a challenge revoked it: BatchChallenged (same transaction) takes the balances from the chain
+            if call is None:
+                self._problem(entry, "OrderRevoked", "balances of the order's accounts not known here")
+            return
+        order = self._orders_of(call)[0]
         volunteer_id, payer_id = "0x" + bytes(order[2]).hex(), "0x" + bytes(order[3]).hex()
         service_type, minutes = order[5], order[8]
         volunteer = session.get(db.Account, volunteer_id)
@@ -270,10 +371,32 @@ class Follower:
         payer = session.get(db.Account, payer_id)
         if payer is not None:
             payer.balance += minutes
-        session.execute(
-            update(db.Order)
-            .where(db.Order.order_id == a["orderId"])
-            .values(status=OrderStatus.REVOKED, revoke_reason=int(a["reason"]))
-        )
         self._accounts.add(volunteer_id)  # the revoked order no longer holds the volunteer's time
         self._balances.add(payer_id)
+
+    def _on_BatchChallenged(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
+        """A proven fault: the chain corrected the balances (read back after the challenge's block), revoked
+        the bad orders (their own OrderRevoked events) and took the relayer's role (RoleRevoked)."""
+        for account, (balance, earned) in ((call or {}).get("_balances") or {}).items():
+            row = session.get(db.Account, account)
+            if row is not None:
+                row.balance, row.earned = balance, earned
+                self._accounts.add(account)
+                self._balances.add(account)
+        batch = session.scalar(select(db.Batch).where(db.Batch.chain_batch_id == a["batchId"], db.Batch.status == BatchStatus.ANCHORED))
+        if batch is not None:
+            why = f"challenged on chain (reason {a['reason']}) in {'0x' + bytes(entry['transactionHash']).hex()}"
+            batch.error = why if not batch.error else f"{batch.error}; {why}"
+        log.error("batch %s of relayer %s challenged: reason %s, order %s", a["batchId"], a["relayer"], a["reason"], a["orderId"])
+
+    def _role_event(self, entry: dict, a: dict, holds: bool) -> None:
+        if self.relayer is None or a["role"] != RELAYER_ROLE or a["account"].lower() != self.relayer.lower():
+            return
+        why = None if holds else f"RELAYER_ROLE taken from {self.relayer} at block {entry['blockNumber']} by {a['sender']}"
+        self.on_role(holds, why)
+
+    def _on_RoleRevoked(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
+        self._role_event(entry, a, False)
+
+    def _on_RoleGranted(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
+        self._role_event(entry, a, True)

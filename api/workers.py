@@ -47,7 +47,9 @@ from .app import create_app, install_error_handlers
 from .channel import ChannelClient, ChannelServer, WriterUnavailable
 from .errors import ApiError
 from .intake import Outcome, Prepared, _refusal, prepare
+from .recordings import MAX_RECORDING_BYTES
 from .routes import orders
+from .serving import BodyLimit
 from .service import Service
 from .settings import Settings
 
@@ -142,6 +144,9 @@ class Front:
 def create_worker_app(settings: Settings, front: Front, writer_http: Path) -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     app.state.service = front
+    app.add_middleware(  # as the writer's app does (api/app.py); the routes passed on are limited there too
+        BodyLimit, limit=lambda path: max(settings.max_body_bytes, MAX_RECORDING_BYTES) if path.endswith("/recording") else settings.max_body_bytes
+    )
     install_error_handlers(app)
     app.include_router(orders.router)
     client = httpx.AsyncClient(

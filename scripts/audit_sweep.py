@@ -15,8 +15,14 @@ account exactly the minutes the stored orders justify (the comparison of `timeba
 
 A difference is reported on the row that causes it: an order whose content changed (its recomputed leaf
 is not among the anchored leaves, and the amounts of the accounts it touches no longer add up), or a batch
-whose own columns changed. Exit status: 0 every row matches, 1 some rows differ (each is printed),
-2 the database or the RPC could not be used.
+whose own columns changed.
+
+The chain's batches the database does not hold (another service's sharing the contract, or a relayer's
+anchored outside any service) are named; each is checked with `timebank-verify --batch` against the listing
+of the first service given with `--api` that lists it, and one a challenge proved faulty on chain is a
+finding. Exit status: 0 every row matches and every batch of the chain was checked, 1 some rows differ or a
+foreign batch fails its check (each is printed), 2 the database or the RPC could not be used, 3 every row
+matches but some of the chain's batches are listed by no service given, so nobody here checked them.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from scripts.verify_proof import (
     decode_anchor_call,
 )
 
-EXIT_CLEAN, EXIT_DIFFERS, EXIT_UNUSABLE = 0, 1, 2
+EXIT_CLEAN, EXIT_DIFFERS, EXIT_UNUSABLE, EXIT_UNCHECKED = 0, 1, 2, 3
 PAGE = 2000
 _ACCOUNT = re.compile(r"account (0x[0-9a-f]{64})")
 
@@ -251,6 +257,44 @@ def sweep(database_url: str, rpc_url: str, contract: str | None = None, *, progr
     return total, len(batches), findings
 
 
+def foreign_batches(database_url: str, rpc_url: str, contract: str, apis: Sequence[str] = (), *,
+                    timeout: float = 30.0) -> tuple[list[int], list[Finding], list[int]]:
+    """The chain's batches this database does not hold (another service's, or a relayer's own), checked
+    when a service given in `apis` lists them (`timebank-verify --batch`): (their ids, findings of those that
+    fail the check or were challenged on chain, ids no service listed: unchecked)."""
+    rpc = Rpc(rpc_url, timeout)
+    contract_raw = protocol.parse_address(contract.lower(), "contract")
+    (count,) = rpc.eth_call(contract_raw, "batchCount()", [], [], ["uint64"])
+    engine = db.make_engine(database_url, writer=False)
+    try:
+        with db.session_factory(engine)() as session:
+            known = set(session.scalars(select(db.Batch.chain_batch_id).where(db.Batch.status == "anchored")).all())
+    finally:
+        engine.dispose()
+    from scripts.verify_proof import fetch_listing, verify_batch
+
+    foreign = [i for i in range(1, count + 1) if i not in known]
+    findings: list[Finding] = []
+    unlisted: list[int] = []
+    for batch_id in foreign:
+        (challenged,) = rpc.eth_call(contract_raw, "isBatchChallenged(uint64)", ["uint64"], [batch_id], ["bool"])
+        if challenged:
+            findings.append(Finding("chain", f"batch {batch_id}", "challenged", "a challenge proved this batch faulty on chain"))
+        for api in apis:
+            try:
+                listing = fetch_listing(api, batch_id, timeout)
+            except RpcUnavailable:
+                continue
+            result = verify_batch(listing, rpc_url, contract=contract, timeout=timeout)
+            for check in result.checks:
+                if not check.ok:
+                    findings.append(Finding("chain", f"batch {batch_id}", check.name, check.line(("", "")).strip()))
+            break
+        else:
+            unlisted.append(batch_id)
+    return foreign, findings, unlisted
+
+
 def rows_of(findings: Iterable[Finding]) -> list[tuple[str, str]]:
     """The distinct (table, row) pairs the findings name, in order."""
     return list(dict.fromkeys((f.table, f.row) for f in findings))
@@ -263,8 +307,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.audit_sweep",
         description="Recompute every stored order and anchored batch and compare them with the chain.",
-        epilog="Exit status: 0 every row matches; 1 some rows differ from what was anchored; 2 unusable "
-        "database or RPC, or a bad command line.",
+        epilog="Exit status: 0 every row matches; 1 some rows differ from what was anchored, or a foreign batch "
+        "fails its check; 2 unusable database or RPC, or a bad command line; 3 the chain holds batches no "
+        "service given lists (unchecked).",
     )
     parser.add_argument("--database-url", default=settings.database_url, help="the service's database (read only)")
     parser.add_argument("--rpc-url", default=settings.rpc_url, help="Ethereum JSON-RPC endpoint you trust")
@@ -272,10 +317,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the TimeBank address (default: TIMEBANK_CONTRACT_ADDRESS or the deployment record)")
     parser.add_argument("--json", action="store_true", help="print {orders, batches, findings} as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--api", action="append", default=[],
+                        help="another service's base URL, whose listings check the chain's batches this database does not hold")
     args = parser.parse_args(argv)
     try:
         orders, batches, findings = sweep(args.database_url, args.rpc_url, args.contract,
                                           progress=False if args.no_progress else None)
+        contract = args.contract
+        if contract is None:
+            contract = settings.resolve_contract(_hex_int(Rpc(args.rpc_url).call("eth_chainId")))
+        foreign, foreign_findings, unlisted = foreign_batches(args.database_url, args.rpc_url, contract, args.api)
+        findings.extend(foreign_findings)
     except (RpcUnavailable, RpcError, ProtocolError, RuntimeError) as exc:
         print(f"audit sweep: cannot run: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -285,14 +337,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = rows_of(findings)
     if args.json:
         report: dict[str, Any] = {"orders": orders, "batches": batches, "rows": [list(r) for r in rows],
-                                  "findings": [asdict(f) for f in findings]}
+                                  "findings": [asdict(f) for f in findings], "foreignBatches": foreign,
+                                  "unlistedBatches": unlisted}
         print(json.dumps(report, indent=2))
     else:
         for f in findings:
             print(f.line())
+        if foreign:
+            print(f"the chain holds {len(foreign)} batches this database does not: {_ids(foreign)}; "
+                  + (f"{len(unlisted)} listed by no service given (--api), not checked: {_ids(unlisted)}" if unlisted
+                     else "each checked against its service's listing"))
         print(f"{orders} orders and {batches} anchored batches checked: "
-              + ("every row matches what was anchored" if not rows else f"{len(rows)} rows differ from what was anchored"))
-    return EXIT_DIFFERS if rows else EXIT_CLEAN
+              + ("every row matches what was anchored" if not rows else f"{len(rows)} rows differ from what was anchored")
+              + (f", and {len(foreign)} batches of the chain are not this service's" if foreign else ""))
+    if rows:
+        return EXIT_DIFFERS
+    return EXIT_UNCHECKED if unlisted else EXIT_CLEAN
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return ", ".join(map(str, ids[:20])) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
 
 
 if __name__ == "__main__":

@@ -467,6 +467,11 @@ class Writer:
         self._queue.put((items, loop, future))
         return await future
 
+    def enqueue(self, items: list[Prepared | ApiError], answer) -> None:
+        """Queues `items`; the writer's thread calls `answer` with their outcomes (or the exception that
+        kept the group from being stored) after the commit (the order channel of `api/channel.py`)."""
+        self._queue.put((items, None, answer))
+
     def _run(self) -> None:
         while not self._stopping:
             first = self._queue.get()
@@ -507,7 +512,12 @@ class Writer:
                 self.on_commit(accepted)
         for index, (_items, loop, future) in enumerate(group):
             value = results if isinstance(results, BaseException) else results[index]
-            if isinstance(value, BaseException):
+            if callable(future):
+                try:
+                    future(value)
+                except Exception:
+                    log.exception("answering a group failed")
+            elif isinstance(value, BaseException):
                 loop.call_soon_threadsafe(_set_exception, future, value)
             else:
                 loop.call_soon_threadsafe(_set_result, future, value)

@@ -21,6 +21,7 @@ the supervisor has started it again; what it had acknowledged is durable.
 from __future__ import annotations
 
 import ctypes
+import functools
 import errno
 import json
 import logging
@@ -46,7 +47,7 @@ from . import db, protocol
 from .app import create_app, install_error_handlers
 from .channel import ChannelClient, ChannelServer, WriterUnavailable
 from .errors import ApiError
-from .intake import Outcome, Prepared, _refusal, prepare
+from .intake import Outcome, Prepared, _refusal, prepare, prepare_bulk
 from .recordings import MAX_RECORDING_BYTES
 from .routes import orders
 from .serving import BodyLimit
@@ -123,16 +124,12 @@ class Front:
         return outcome
 
     async def submit_bulk(self, body: Any) -> list[Outcome]:
-        items = body.get("items") if isinstance(body, dict) else None
-        if not isinstance(items, list):
-            raise ApiError("invalid_request", "expected an object with items")
-        if len(items) > self.settings.bulk_max_items:
-            raise ApiError("too_many_items", f"{len(items)} items, at most {self.settings.bulk_max_items}")
-        prepared = await run_in_threadpool(self._prepare_all, items)
+        prepared = await run_in_threadpool(
+            functools.partial(prepare_bulk, body, separator=self.separator, settings=self.settings)
+        )
         stored = iter(await self.channel.submit([p for p in prepared if isinstance(p, Prepared)]))
         return [next(stored) if isinstance(p, Prepared) else _refusal(p) for p in prepared]
 
-    _prepare_all = Service._prepare_all
     order_view = Service.order_view
     proof_bundle = Service.proof_bundle
     anchored_order = Service.anchored_order

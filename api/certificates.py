@@ -16,6 +16,10 @@ The JSON certificate (`format` "timebank-certificate/1"):
   account were anchored through another service sharing the contract, or are still waiting for
   confirmations here.
 
+Every certificate issued is kept (`keep`: its public part, without `holder`, in canonical JSON, keyed by
+its digest) and served at `GET /v1/certificates/{digest}`: the PDF's QR code names that URL, so the
+auditor page loads exactly the certificate that was printed and its digest matches.
+
 `verify_certificate` checks each order offline (api.protocol: digest, signer, leaf, proof folded to the
 batch root) and on chain (`getBatch`, the batch's block, `verifyOrder`), then the totals and the star
 level against the verified minutes, and names every check that failed.
@@ -39,6 +43,7 @@ from typing import Any
 import rfc8785
 from eth_hash.auto import keccak
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from . import bundles, db, names, protocol
 from .errors import ApiError
@@ -72,13 +77,44 @@ def certificate_digest(certificate: dict[str, Any]) -> str:
     return protocol.to_hex(keccak(canonical(certificate)))
 
 
-def qr_payload(*, base_url: str, account: str, digest: str) -> str:
+def qr_payload(*, base_url: str, digest: str) -> str:
     """What the PDF's QR code encodes: the auditor page (`/verify`) with, in the URL's fragment (kept by
-    the browser, never sent to a server), `certificate=` the path of the account's JSON certificate on
-    the same service (relative: a shorter QR code) and `digest=` the digest of the certificate the PDF was
-    made from. The page fetches the certificate and checks every proof against the chain in the browser."""
-    path = quote(f"/v1/accounts/{account}/certificate", safe="/")
+    the browser, never sent to a server), `certificate=` the path of the kept certificate on the same
+    service (`/v1/certificates/<digest>`, relative: a shorter QR code) and `digest=` its digest: the
+    digest of the public part of the certificate the PDF was made from (`public_part`). The page fetches
+    exactly that certificate and checks its digest and every proof against the chain in the browser."""
+    path = quote(f"/v1/certificates/{digest}", safe="/")
     return f"{base_url.rstrip('/')}/verify#certificate={path}&digest={digest}"
+
+
+def public_part(certificate: dict[str, Any]) -> dict[str, Any]:
+    """The certificate without its `holder` (the holder's name and card number, given only with the
+    card's check code): what is kept and served to anyone holding its digest."""
+    return {k: v for k, v in certificate.items() if k != "holder"}
+
+
+def keep(service: Service, certificate: dict[str, Any]) -> str:
+    """Stores the public part of an issued certificate (its canonical JSON, keyed by its digest) and
+    returns that digest. The same certificate issued twice (same second, same block) is kept once."""
+    public = public_part(certificate)
+    body = canonical(public)
+    digest = protocol.to_hex(keccak(body))
+    try:
+        with service.sessions() as session, session.begin():
+            if session.get(db.IssuedCertificate, digest) is None:
+                session.add(db.IssuedCertificate(digest=digest, account=public["account"], issued_at=public["issuedAt"], body=body))
+    except IntegrityError:  # kept meanwhile by a concurrent request: the same bytes
+        pass
+    return digest
+
+
+def kept(service: Service, digest: str) -> bytes:
+    """The canonical JSON of the kept certificate of `digest`; `not_found` when none was issued."""
+    with service.reads() as session:
+        row = session.get(db.IssuedCertificate, digest.lower())
+    if row is None:
+        raise ApiError("not_found", f"no certificate was issued with digest {digest}")
+    return row.body
 
 
 # ----- issuing ------------------------------------------------------------------------------------
@@ -441,7 +477,8 @@ def render_pdf(certificate: dict[str, Any], *, base_url: str, font: Path | None 
     number (when the holder asked for it with the card's check code), the account, its district's name,
     hours, stars, the issuing district, issue date (Asia/Shanghai), chain and contract, every service
     (date, type, hours, district, chain, contract and batch of its proof), and the QR code of
-    `qr_payload` (the auditor page with this certificate). Every glyph is set in one embedded subset of a
+    `qr_payload` (the auditor page with this certificate as kept: its public part, which for a certificate
+    naming its holder has another digest than the Digest row, which covers the holder too). Every glyph is set in one embedded subset of a
     CJK TrueType font (`cjk_font_path`). The canonical JSON certificate is attached as `certificate.json`."""
     from pypdf import PdfReader, PdfWriter
     from reportlab.lib.pagesizes import A4
@@ -450,7 +487,7 @@ def render_pdf(certificate: dict[str, Any], *, base_url: str, font: Path | None 
     _register_font(font)
     digest = certificate_digest(certificate)
     account = certificate["account"]
-    payload = qr_payload(base_url=base_url, account=account, digest=digest)
+    payload = qr_payload(base_url=base_url, digest=certificate_digest(public_part(certificate)))
     issued = datetime.fromtimestamp(certificate["issuedAt"], CHINA_TIME)
     stars = certificate["starLevel"]
     orders = certificate["orders"]

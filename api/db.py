@@ -226,6 +226,20 @@ class LocationExemption(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
 
+class IssuedCertificate(Base):
+    """Every service-record certificate issued (api/certificates.py), as the public part of it (no
+    `holder`) in its RFC 8785 canonical JSON, keyed by that JSON's keccak256 digest: what a printed
+    certificate's QR code names (`GET /v1/certificates/{digest}`), so an auditor loads exactly the
+    certificate that was printed."""
+
+    __tablename__ = "issued_certificates"
+
+    digest: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    account: Mapped[str] = mapped_column(HEX32, index=True)
+    issued_at: Mapped[int] = mapped_column(BigInteger)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 # ----- people and supervision (off chain; the chain knows only account ids) ------------------------
 
 

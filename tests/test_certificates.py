@@ -11,6 +11,7 @@ import json
 import re
 import secrets
 import subprocess
+import time
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -318,11 +319,11 @@ def test_a_certificate_missing_a_field_is_refused(api, served, field):
 
 
 def test_qr_payload():
-    """The auditor page with the certificate's URL (percent-encoded) and digest in the fragment."""
-    account, digest = "0x" + "ab" * 32, "0x" + "cd" * 32
-    expected = f"https://bank.example/verify#certificate=/v1/accounts/{account}/certificate&digest={digest}"
-    assert CERT.qr_payload(base_url="https://bank.example/", account=account, digest=digest) == expected
-    assert CERT.qr_payload(base_url="https://bank.example", account=account, digest=digest) == expected
+    """The auditor page with the kept certificate's URL and its digest in the fragment."""
+    digest = "0x" + "cd" * 32
+    expected = f"https://bank.example/verify#certificate=/v1/certificates/{digest}&digest={digest}"
+    assert CERT.qr_payload(base_url="https://bank.example/", digest=digest) == expected
+    assert CERT.qr_payload(base_url="https://bank.example", digest=digest) == expected
 
 
 def test_certificate_digest_is_of_the_canonical_json():
@@ -348,7 +349,7 @@ def test_pdf_shows_hours_and_stars_and_carries_its_json(api, served):
         assert expected in text, (expected, text)
     assert "持证人" not in text  # no holder named without the card's check code
     flat = re.sub(r"\s+", "", text)
-    payload = CERT.qr_payload(base_url=api.url, account=served.volunteer, digest=digest)
+    payload = CERT.qr_payload(base_url=api.url, digest=digest)
     assert payload in flat  # the URL under the QR code is the request's own base URL
     # every service: its date in Asia/Shanghai, its type's Chinese name, hours, district, chain, batch
     for row, bundle in zip(CERT.service_rows(served.certificate), served.certificate["orders"]):
@@ -371,7 +372,7 @@ def test_pdf_qr_code_draws_the_payload(served):
 
     pdf = CERT.render_pdf(served.certificate, base_url="http://127.0.0.1:8000/")
     payload = CERT.qr_payload(
-        base_url="http://127.0.0.1:8000", account=served.volunteer, digest=CERT.certificate_digest(served.certificate)
+        base_url="http://127.0.0.1:8000", digest=CERT.certificate_digest(served.certificate)
     )
     dark = sum(sum(1 for m in row if m) for row in segno.make(payload, error="m", micro=False).matrix_iter(border=0))
     content = PdfReader(io.BytesIO(pdf)).pages[0].get_contents().get_data().decode("latin-1")
@@ -387,7 +388,54 @@ def test_pdf_qr_code_decodes_to_the_payload(served, tmp_path):
     (page,) = tmp_path.glob("page*.png")
     decoded = subprocess.run(["zbarimg", "-q", "--raw", str(page)], capture_output=True, text=True, check=True).stdout
     digest = CERT.certificate_digest(served.certificate)
-    assert decoded.strip() == CERT.qr_payload(base_url="http://bank.example", account=served.volunteer, digest=digest)
+    assert decoded.strip() == CERT.qr_payload(base_url="http://bank.example", digest=digest)
+
+
+def _qr_link(pdf: bytes) -> tuple[str, str]:
+    """The certificate path and digest of the QR code's URL as the PDF prints it under the code."""
+    from pypdf import PdfReader
+
+    flat = re.sub(r"\s+", "", PdfReader(io.BytesIO(pdf)).pages[0].extract_text())
+    found = re.search(r"/verify#certificate=(/v1/certificates/0x[0-9a-f]{64})&digest=(0x[0-9a-f]{64})", flat)
+    assert found, flat
+    return found[1], found[2]
+
+
+def test_pdf_qr_link_loads_exactly_the_printed_certificate(api, served):
+    """The QR code's URL fetched later (a new block, a new second) gives the certificate the PDF was made
+    from, byte for byte: its digest is the QR code's, and it still verifies."""
+    pdf = api.client.get(f"/v1/accounts/{served.volunteer}/certificate.pdf")
+    assert pdf.status_code == 200
+    path, digest = _qr_link(pdf.content)
+    assert path == f"/v1/certificates/{digest}" and digest == pdf.headers["x-certificate-digest"]
+    time.sleep(1.1)
+    later = api.client.get(f"/v1/accounts/{served.volunteer}/certificate")  # a new certificate meanwhile
+    assert CERT.certificate_digest(later.json()) != digest
+    kept = api.client.get(path)
+    assert kept.status_code == 200, kept.text
+    assert kept.headers["content-type"].startswith("application/json")
+    assert P.to_hex(keccak(kept.content)) == digest == CERT.certificate_digest(kept.json())
+    assert kept.content == _attached(pdf.content)  # no holder: the kept JSON is the attached one
+    assert api.client.get(f"/v1/certificates/0x{digest[2:].upper()}").content == kept.content
+    assert _verify(api, kept.json())["valid"] is True
+    # the JSON certificate issued is kept too
+    issued = api.client.get(f"/v1/accounts/{served.volunteer}/certificate").json()
+    assert api.client.get(f"/v1/certificates/{CERT.certificate_digest(issued)}").json() == issued
+
+
+def _attached(pdf: bytes) -> bytes:
+    from pypdf import PdfReader
+
+    (attached,) = PdfReader(io.BytesIO(pdf)).attachments[CERT.ATTACHMENT_NAME]
+    return attached
+
+
+def test_unknown_or_malformed_certificate_digest(api):
+    unknown = api.client.get(f"/v1/certificates/0x{'ab' * 32}")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "not_found"
+    for bad, code in (("0x1234", "wrong_length"), ("0x" + "zz" * 32, "malformed_hex")):
+        response = api.client.get(f"/v1/certificates/{bad}")
+        assert response.status_code == 400 and response.json()["error"]["code"] == code, response.text
 
 
 def test_certificate_names_its_district_and_issuer(served):
@@ -425,6 +473,14 @@ def test_holder_gets_a_certificate_with_name_and_card(api, world, served):
 
     text = PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
     assert "持证人" in text and f"李志愿（卡号 {volunteer_card}）" in text and "精神慰藉" in text
+    # the QR code's certificate is the printed one without the holder: anyone with the paper may load it
+    path, digest = _qr_link(pdf.content)
+    attached = json.loads(_attached(pdf.content))
+    assert attached["holder"]["name"] == "李志愿"
+    kept = api.client.get(path)
+    assert kept.status_code == 200 and P.to_hex(keccak(kept.content)) == digest
+    assert "holder" not in kept.json() and "李志愿" not in kept.text and volunteer_card not in kept.text
+    assert kept.json() == {k: v for k, v in attached.items() if k != "holder"}
     cards.limiter_of(api.service).reset()
 
 

@@ -80,7 +80,9 @@ def _account(value: str) -> bytes:
 def _issue(s, account: bytes, card: str | None, code: str | None, request: Request) -> dict[str, Any]:
     client = request.client.host if request.client else "unknown"
     holder = cards.holder(s, account=protocol.to_hex(account), card_number=card, check_code=code, client=client)
-    return certificates.build_certificate(s, account=account, holder=holder)
+    certificate = certificates.build_certificate(s, account=account, holder=holder)
+    certificates.keep(s, certificate)
+    return certificate
 
 
 @router.get(
@@ -116,7 +118,7 @@ async def get_certificate_pdf(
 ) -> Response:
     """The printable certificate (Chinese first): holder (with the card's check code), district names,
     hours, stars, issuing district, issue date, every service with its proof's chain, contract and batch,
-    and a QR code that opens the auditor page with the certificate; the JSON certificate is attached to
+    and a QR code that opens the auditor page with the certificate as kept (`/v1/certificates/{digest}`); the JSON certificate is attached to
     the PDF as certificate.json. The Chinese font is embedded (a subset)."""
     account = _account(account_id)
     certificate = await run_in_threadpool(_issue, s, account, x_timebank_card, x_timebank_check_code, request)
@@ -130,6 +132,21 @@ async def get_certificate_pdf(
             "X-Certificate-Digest": certificates.certificate_digest(certificate),
         },
     )
+
+
+@router.get(
+    "/certificates/{digest}",
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}, "description": "the certificate as issued"}, **ERRORS},
+)
+async def get_issued_certificate(digest: str, s: ServiceDep) -> Response:
+    """A certificate as it was issued, by its digest (what a printed certificate's QR code names): its
+    RFC 8785 canonical JSON, whose keccak256 is `digest`. Kept without `holder`: the holder's name and
+    card number are only given to the holder, with the card's check code. 404 `not_found` for a digest
+    no certificate of this service has."""
+    digest = hex32(digest, "digest")
+    body = await run_in_threadpool(certificates.kept, s, digest)
+    return Response(body, media_type="application/json", headers={"X-Certificate-Digest": digest})
 
 
 @router.post("/certificates/verify", response_model=VerificationOut, responses=ERRORS)

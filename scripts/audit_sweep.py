@@ -347,9 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"the chain holds {len(foreign)} batches this database does not: {_ids(foreign)}; "
                   + (f"{len(unlisted)} listed by no service given (--api), not checked: {_ids(unlisted)}" if unlisted
                      else "each checked against its service's listing"))
-        print(f"{orders} orders and {batches} anchored batches checked: "
-              + ("every row matches what was anchored" if not rows else f"{len(rows)} rows differ from what was anchored")
-              + (f", and {len(foreign)} batches of the chain are not this service's" if foreign else ""))
+        if not rows:
+            verdict = ("every row matches what was anchored" if not foreign else
+                       f"the rows of this database match what was anchored, but the chain holds {len(foreign)} batches it does not")
+        else:
+            verdict = f"{len(rows)} rows differ from what was anchored"
+        print(f"{orders} orders and {batches} anchored batches checked: {verdict}")
     if rows:
         return EXIT_DIFFERS
     return EXIT_UNCHECKED if unlisted else EXIT_CLEAN

@@ -6,6 +6,7 @@ import logging
 import uvicorn
 
 from .app import create_app
+from .serving import header_timeout_protocol
 from .settings import get_settings
 
 
@@ -22,7 +23,13 @@ def main() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the migrations run at every start
     settings = get_settings()
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools", log_level="warning"
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http=header_timeout_protocol(settings.header_timeout_seconds),
+        timeout_keep_alive=5,
+        log_level="warning",
     )
     _Server(config).run()
 

@@ -63,6 +63,8 @@ def set_profile(service: Service, caller: Caller, account: str, body: Any) -> di
     location, qualified = parse_location(body.get("location")), body.get("qualified", False)
     if not isinstance(qualified, bool):
         raise ApiError("invalid_request", "qualified: expected a boolean")
+    if not (caller.city_admin or caller.district is not None):  # before anything is looked up
+        raise ApiError("forbidden", f"{caller.address} is not an administrator")
     with service.sessions() as session, session.begin():
         row = session.get(db.Account, account)
         if row is None or row.status == 0:
@@ -76,6 +78,35 @@ def set_profile(service: Service, caller: Caller, account: str, body: Any) -> di
             person.updated_at = time.time()
     service.writer.cache.invalidate(accounts=[account])
     return {"account": account, "location": location, "qualified": qualified}
+
+
+def set_location_exemption(service: Service, caller: Caller, account: str, body: Any | None) -> dict[str, Any]:
+    """Records (`body` {reason}) or ends (`body` None) an administrator's exemption: a recipient with no
+    registered location may be served (intake's `recipient_no_location`). Signed request of the
+    administrator of the account's district, or the city's; the exemption names who recorded it."""
+    if not (caller.city_admin or caller.district is not None):  # before anything is looked up
+        raise ApiError("forbidden", f"{caller.address} is not an administrator")
+    reason = None
+    if body is not None:
+        reason = body.get("reason") if isinstance(body, dict) and set(body) == {"reason"} else None
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > 500 or "\x00" in reason:
+            raise ApiError("invalid_request", "expected {reason}: why this person is served without a registered location (1 to 500 characters)")
+    with service.sessions() as session, session.begin():
+        row = session.get(db.Account, account)
+        if row is None or row.status == 0:
+            raise ApiError("not_found", f"no account {account}")
+        if not caller.administers(row.district):
+            raise ApiError("forbidden", f"{caller.address} does not administer district {row.district}")
+        exemption = session.get(db.LocationExemption, account)
+        if reason is None:
+            if exemption is not None:
+                session.delete(exemption)
+            answer = {"account": account, "exempt": False}
+        else:
+            exemption = session.merge(db.LocationExemption(account=account, admin=caller.address, reason=reason, created_at=time.time()))
+            answer = {"account": account, "exempt": True, "admin": caller.address, "reason": reason, "createdAt": exemption.created_at}
+    service.writer.cache.invalidate(accounts=[account])
+    return answer
 
 
 def write_profile(session, account: str, *, location: dict | None, qualified: bool, district: int = 0, kind: int = 0) -> None:

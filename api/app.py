@@ -12,10 +12,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .certificates import Verifications
 from .chain import ChainUnavailable
 from .errors import ApiError, localize, request_language
+from .recordings import MAX_RECORDING_BYTES
 from .routes import accounts, admin, audit, batches, cards, certificates, grants, groups, meta, orders, people, recordings, web
 from .service import Service
+from .serving import BodyLimit
 from .settings import Settings, get_settings
 
 ROUTERS = (meta, orders, recordings, accounts, admin, batches, cards, people, groups, grants, audit, certificates)
@@ -28,9 +31,11 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     async def lifespan(app: FastAPI):
         own = service is None
         app.state.service = service or Service(settings)
+        app.state.verifications = Verifications(settings.certificate_verify_workers, settings.certificate_verify_waiting)
         if own:
             app.state.service.start()
         yield
+        app.state.verifications.close()
         if own:
             app.state.service.stop()
 
@@ -43,6 +48,13 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         docs_url=None,  # /docs with local assets: api/routes/web.py
         redoc_url=None,
     )
+
+    # bodies over the limit are refused before they are read (api/serving.py)
+    # (a voice recording, PUT /v1/orders/{id}/recording, has its own cap: api/recordings.py)
+    def body_limit(path: str) -> int:
+        return max(settings.max_body_bytes, MAX_RECORDING_BYTES) if path.endswith("/recording") else settings.max_body_bytes
+
+    app.add_middleware(BodyLimit, limit=body_limit)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):

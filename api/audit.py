@@ -22,6 +22,7 @@ import math
 import random
 import re
 import secrets
+import statistics
 import time
 from collections import defaultdict
 from datetime import date, datetime
@@ -386,9 +387,43 @@ def stats(service: Service, *, district: int | None, station: str | None, start:
         "to": hi,
         "district": district,
         "station": station,
+        "unusualStations": unusual_stations(service, district=district, station=station),
         "stations": [{"district": d, "station": s, **t.view()} for (d, s), t in sorted(by_station.items())],
         "districts": [{"district": d, **t.view()} for d, t in sorted(by_district.items())],
     }
+
+
+USUAL_DAYS = 28  # the days a station's usual volume is taken over
+UNUSUAL_FACTOR = 3  # a day over this many times the usual volume is flagged ...
+UNUSUAL_FLOOR_MINUTES = 240  # ... and over this many minutes (a new or quiet station's first busy day is not)
+
+
+def unusual_stations(service: Service, *, district: int | None, station: str | None, now: float | None = None) -> list[dict[str, Any]]:
+    """Stations whose orders of the last 24 hours (every order accepted and not rejected, transfers
+    included: what a stolen terminal key would spend) are over UNUSUAL_FACTOR times their usual day, the
+    median of the USUAL_DAYS days before, and over UNUSUAL_FLOOR_MINUTES: `{district, station,
+    lastDayMinutes, usualDayMinutes}`, largest first."""
+    now = time.time() if now is None else now
+    since = now - (USUAL_DAYS + 1) * 86400
+    o = db.Order
+    filters = [o.accepted_at >= since, o.status != "rejected"]
+    if district is not None:
+        filters.append(o.district == district)
+    if station is not None:
+        filters.append(o.station == station)
+    with service.reads() as session:
+        rows = session.execute(select(o.district, o.station, o.accepted_at, o.minutes).where(*filters)).all()
+    days: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0] * (USUAL_DAYS + 1))
+    for row in rows:
+        age = int((now - row.accepted_at) // 86400)  # 0: the last 24 hours
+        if 0 <= age <= USUAL_DAYS:
+            days[(row.district, row.station)][age] += row.minutes
+    flagged = []
+    for (d, s), totals in days.items():
+        usual = statistics.median(totals[1:])
+        if totals[0] > UNUSUAL_FLOOR_MINUTES and totals[0] > UNUSUAL_FACTOR * usual:
+            flagged.append({"district": d, "station": s, "lastDayMinutes": totals[0], "usualDayMinutes": usual})
+    return sorted(flagged, key=lambda f: -f["lastDayMinutes"])
 
 
 def stats_csv(result: dict[str, Any]) -> str:

@@ -275,14 +275,14 @@ class Batcher:
             batch = session.scalar(select(db.Batch).where(db.Batch.root == root))
             if batch is None:
                 return False
-            anchored = batch.status == "anchored"
+            anchored = batch.status == BatchStatus.ANCHORED
             session.connection().execute(
                 update(db.Order.__table__)
-                .where(db.Order.__table__.c.seq == bindparam("o_seq"), db.Order.__table__.c.status == "accepted")
+                .where(db.Order.__table__.c.seq == bindparam("o_seq"), db.Order.__table__.c.status == OrderStatus.ACCEPTED)
                 .values(
                     batch_id=batch.id,
                     leaf_index=bindparam("o_leaf"),
-                    status="anchored" if anchored else "accepted",
+                    status=OrderStatus.ANCHORED if anchored else OrderStatus.ACCEPTED,
                     anchored_at=time.time() if anchored else None,
                 ),
                 [{"o_seq": o.seq, "o_leaf": tree.tree_index[i]} for i, o in enumerate(orders)],

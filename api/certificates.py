@@ -23,13 +23,16 @@ level against the verified minutes, and names every check that failed.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import io
 import math
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
-from datetime import datetime
 from typing import Any
 
 import rfc8785
@@ -169,7 +172,7 @@ def _int(value: Any, field: str, bits: int = 64) -> int:
         raise _malformed(exc.message) from None
 
 
-def _parse_certificate(body: Any) -> dict[str, Any]:
+def _parse_certificate(body: Any, max_orders: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _malformed("expected a JSON object")
     if body.get("format") != CERTIFICATE_FORMAT:
@@ -185,6 +188,8 @@ def _parse_certificate(body: Any) -> dict[str, Any]:
     orders = body.get("orders")
     if not isinstance(orders, list):
         raise _malformed("orders: expected a list of proof bundles")
+    if len(orders) > max_orders:
+        raise ApiError("too_many_items", f"the certificate lists {len(orders)} orders; at most {max_orders} are verified")
     hours = body.get("hours")
     if isinstance(hours, bool) or not isinstance(hours, (int, float)) or abs(hours) > 2**63 or not math.isfinite(hours):
         raise _malformed(f"hours: expected a finite number, got {hours!r:.40}")
@@ -207,10 +212,31 @@ def _order_id_of(value: Any) -> str | None:
     return order_id.lower() if isinstance(order_id, str) else None
 
 
+class Verifications:
+    """Where certificates are verified: their own small pool of threads (not the one intake, health and
+    the other routes share), and at most `workers + waiting` at once; one more is refused at once with
+    429 `verification_busy`, so a flood of large certificates cannot hold up anything else."""
+
+    def __init__(self, workers: int, waiting: int):
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="certificate-verify")
+        self.slots = threading.BoundedSemaphore(workers + waiting)
+
+    async def verify(self, service: Service, body: Any) -> dict[str, Any]:
+        if not self.slots.acquire(blocking=False):
+            raise ApiError("verification_busy", "the service is verifying as many certificates as it can: try again shortly")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(verify_certificate, service, body=body))
+        finally:
+            self.slots.release()
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
 def verify_certificate(service: Service, *, body: Any) -> dict[str, Any]:
     """Checks a JSON certificate against the chain (at one block, the latest); `malformed_certificate`
     when the body is not a certificate at all. See ORDER_CHECKS and CERTIFICATE_CHECKS."""
-    cert = _parse_certificate(body)
+    cert = _parse_certificate(body, service.settings.certificate_max_orders)
     chain = service.chain
     block = chain.block_number()
     ours = protocol.parse_address(service.contract_address, "contract")
@@ -250,6 +276,7 @@ def verify_certificate(service: Service, *, body: Any) -> dict[str, Any]:
             fails.append("transfer")
         if order.orderId in seen:
             fails.append("duplicate")
+            continue  # counted once: not checked again (nor asked of the chain again)
         seen.add(order.orderId)
 
         # offline: PROTOCOL.md section 7 steps 1 and 2

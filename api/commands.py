@@ -80,7 +80,7 @@ class Commands:
         answers once the chain has mined it and the mirror has applied it."""
         service = self.service
         if not isinstance(body, dict) or not {"type", "message", "signature"} <= body.keys():
-            raise ApiError("invalid_request", "expected an object with type, message and signature")
+            raise ApiError("invalid_request", "expected an object with type, message and signature (and cardNumber for RegisterAccount)")
         kind = body["type"]
         if not isinstance(kind, str) or kind not in protocol.COMMAND_FUNCTIONS:
             raise ApiError("unknown_type", f"unknown command type {str(kind)[:40]!r}")
@@ -90,12 +90,60 @@ class Commands:
             signer = protocol.to_hex(protocol.recover(protocol.typed_digest(service.separator, kind, message), signature))
         except protocol.ProtocolError as exc:
             raise ApiError(exc.code, exc.message) from None
+        self.require_role(kind, message, signer)
+        if kind == "RegisterAccount":
+            self.require_card_district(message, body.get("cardNumber"))
         call = self.command_call(kind, message, signer, signature)
         # a monthly grant (api/people.py) is refused when the period's grant is recorded, and recorded after
         with people.monthly_grant_claim(service, kind, message) as claim:
             answer = self._relay(kind, call, message, signature, signer)
             claim.record(answer["txHash"])
         return answer
+
+    def require_role(self, kind: str, message: dict[str, Any], signer: str) -> None:
+        """The signer's role, checked against the mirror before anything else is looked up: a signer who
+        is not the city administrator nor the administrator of the district the command acts in is refused
+        `unauthorized` with a message that names no card, person, account or order (the command's target
+        is not looked up for it). The contract checks the role again when the command is relayed."""
+        service = self.service
+        if signer == service.city_admin:
+            return
+        if kind in ("RegisterDistrict", "RegisterAuditor"):
+            raise ApiError("unauthorized", f"{signer} is not the city administrator")
+        with service.reads() as session:
+            own = session.scalar(select(db.District.district).where(db.District.admin == signer))
+            if own is None:
+                raise ApiError("unauthorized", f"{signer} is not the administrator of a district")
+            if kind in ("RegisterStation", "RegisterAccount"):
+                district = message["district"]
+            elif kind == "RemoveStation":
+                district = session.scalar(select(db.Station.district).where(db.Station.station == message["station"]))
+            elif kind in ("SetAccountStatus", "Grant"):
+                district = session.scalar(select(db.Account.district).where(db.Account.account == message["account"]))
+            elif kind == "LinkAccounts":
+                district = session.scalar(select(db.Account.district).where(db.Account.account == message["payer"]))
+            elif kind == "RevokeOrder":
+                district = session.scalar(select(db.Order.district).where(db.Order.order_id == message["orderId"]))
+            else:
+                district = None
+        if district is not None and district != own:
+            raise ApiError("unauthorized", f"{signer} is not the administrator of the district this command acts in")
+
+    def require_card_district(self, message: dict[str, Any], card_number: Any) -> None:
+        """A RegisterAccount's card must carry the command's district code (`card_other_district`). The
+        chain sees only keccak256(cardNumber): the card number is the registered person's
+        (POST /v1/people), or the `cardNumber` given beside the command (which must hash to the account)."""
+        account = message["account"]
+        if card_number is not None:
+            card_number = people.parse_card_number(card_number)
+            if people.account_of(card_number) != account:
+                raise ApiError("account_mismatch", "cardNumber: its keccak256 is not the command's account")
+        else:
+            with self.service.reads() as session:
+                person = session.get(db.Person, account)
+            card_number = person.card_number if person is not None else None
+        if card_number is not None:
+            people.require_card_of(card_number, message["district"])
 
     def command_call(self, kind: str, message: dict[str, Any], signer: str, signature: bytes) -> Call:
         """The contract call of a checked command (raises `ApiError` when it cannot be made)."""
@@ -210,7 +258,7 @@ class Commands:
             stale = session.scalars(
                 select(db.Transaction)
                 .join(db.Command, db.Command.tx_id == db.Transaction.id)
-                .where(db.Transaction.status == "sent", db.Transaction.created_at < time.time() - REBROADCAST_SECONDS)
+                .where(db.Transaction.status == TxStatus.SENT, db.Transaction.created_at < time.time() - REBROADCAST_SECONDS)
             ).all()
         for tx in stale:
             receipt = self.service.chain.receipt(tx.tx_hash)

@@ -63,6 +63,7 @@ class Order(Base):
         Index("ix_orders_volunteer_time", "volunteer", "start_time"),
         Index("ix_orders_payer_status", "payer", "status"),
         Index("ix_orders_batch", "batch_id"),
+        Index("ix_orders_station_accepted", "station", "accepted_at"),
     )
 
 
@@ -186,6 +187,43 @@ class FollowerState(Base):
     contract: Mapped[str] = mapped_column(HEX20)
     block_number: Mapped[int] = mapped_column(BigInteger)
     block_hash: Mapped[str] = mapped_column(HEX32)
+
+
+class RequestNonce(Base):
+    """A signed request's nonce, kept until its timestamp leaves the window: a nonce is taken once
+    (api/auth.py)."""
+
+    __tablename__ = "request_nonces"
+
+    nonce: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    signer: Mapped[str] = mapped_column(HEX20)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_request_nonces_expires", "expires_at"),)
+
+
+class AccountLink(Base):
+    """A family link as the chain holds it (`LinkAccounts`, event `AccountsLinked`): `beneficiary` may be
+    served on `payer`'s hours, or given them in a transfer, while `linked`."""
+
+    __tablename__ = "account_links"
+
+    payer: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    beneficiary: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    linked: Mapped[bool] = mapped_column(Boolean)
+
+
+class LocationExemption(Base):
+    """An administrator's recorded exemption: a recipient with no registered location may be served
+    (api/intake.py, `recipient_no_location`). Recorded by a signed request of the administrator of the
+    recipient's district (or the city's), with the reason."""
+
+    __tablename__ = "location_exemptions"
+
+    account: Mapped[str] = mapped_column(HEX32, primary_key=True)
+    admin: Mapped[str] = mapped_column(HEX20)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 # ----- people and supervision (off chain; the chain knows only account ids) ------------------------

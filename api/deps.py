@@ -97,11 +97,23 @@ async def signed_caller(request: Request, raw: RawBody) -> Caller:
         separator=s.separator,
         city_admin=s.city_admin,
         sessions=s.reads,
-        skew=s.settings.clock_skew_seconds,
+        skew=s.settings.request_window_seconds,
+        hosts=s.settings.service_hosts(),
+        writes=s.sessions,
     )
 
 
 SignedCaller = Annotated[Caller, Depends(signed_caller)]
+
+
+async def optional_caller(request: Request, raw: RawBody) -> Caller | None:
+    """The signer of a signed request, or None for an unsigned one (a badly signed one is refused: 401)."""
+    if not any(h in request.headers for h in ("x-timebank-signer", "x-timebank-signature")):
+        return None
+    return await signed_caller(request, raw)
+
+
+OptionalCaller = Annotated[Caller | None, Depends(optional_caller)]
 
 
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:

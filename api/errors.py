@@ -32,6 +32,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "station_removed": (403, "the order's signer is a removed station"),
     "station_wrong_district": (403, "the order's signer is a station of another district"),
     "unauthenticated": (401, "the request is not signed, or its signature or timestamp is wrong"),
+    "request_replayed": (401, "the signed request's nonce was already used (a replay)"),
     "forbidden": (403, "the request's signer does not hold the role this needs"),
     "unauthorized": (403, "the command's signer does not hold the role it needs"),
     # order content
@@ -50,6 +51,12 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "insufficient_balance": (422, "the payer's balance less minutes already promised does not cover the order"),
     "location_mismatch": (422, "check-in or check-out is too far from the recipient's registered location"),
     "qualification_required": (422, "the professional service type needs a registered qualification"),
+    "recipient_other_district": (422, "a service's recipient is an account of another district than the order's"),
+    "payer_not_linked": (422, "the payer has not linked the recipient (or the transfer's receiver) with LinkAccounts"),
+    "transfer_other_district": (422, "a transfer is signed by a station of another district than the payer's"),
+    "recipient_no_location": (422, "the recipient has no registered location and no administrator's exemption"),
+    "station_daily_limit": (422, "the station's orders of the day would be over its ceiling of minutes a day"),
+    "details_too_large": (413, "the order's details (or their notes) are over the size limit"),
     # state conflicts
     "order_id_conflict": (409, "an order with this orderId and other content exists"),
     "volunteer_overlap": (409, "another order of the same volunteer overlaps in time"),
@@ -61,7 +68,9 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "already_granted": (409, "the account's monthly grant of this period is already recorded"),
     "not_eligible": (422, "a monthly grant to a person with no eligibility category"),
     "account_wrong_kind": (422, "the account is not of the kind this needs (a group, a volunteer member)"),
+    "card_other_district": (422, "the card number does not carry the district code of the district registering it"),
     "account_mismatch": (422, "the person's district or kind differs from the account's on chain"),
+    "verification_busy": (429, "as many certificates are being verified as the service allows: try again shortly"),
     # lookups
     "not_found": (404, "no such resource"),
     # the chain
@@ -69,7 +78,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "chain_refused": (502, "the chain node refused the relayer's transaction"),
     "chain_timeout": (504, "the transaction was not mined in time; it may still be"),
     # card look-ups and voice confirmations
-    "too_many_requests": (429, "too many failed look-ups from this client; wait and try again"),
+    "too_many_requests": (429, "too many failed look-ups (or ID-number checks) from this client or signer; wait and try again"),
     "recording_mismatch": (422, "the recording's keccak256 is not the one the order's details confirm"),
     "recording_not_expected": (422, "the order's confirmation is not by voice, or names no recording"),
 }
@@ -126,6 +135,15 @@ MESSAGES_ZH: dict[str, str] = {
     "chain_refused": "区块链节点拒绝了上链服务的交易",
     "chain_timeout": "交易未能按时打包，稍后可能仍会上链",
     "too_many_requests": "本客户端查询失败次数过多，请稍后再试",
+    "request_replayed": "该签名请求（其随机数）已使用过，不能重放：请重新签名",
+    "recipient_other_district": "服务对象不是本订单所在区的账户",
+    "payer_not_linked": "付款人未绑定该服务对象（或转赠接收人）为亲属（LinkAccounts）",
+    "transfer_other_district": "转赠须由付款人所在区的服务站点签署",
+    "recipient_no_location": "服务对象未登记地址位置，且无管理员登记的豁免",
+    "station_daily_limit": "该服务站点当日订单分钟数将超过每日上限",
+    "details_too_large": "订单详情（或其备注）超过大小上限",
+    "card_other_district": "卡号所含区划代码与登记的区不符",
+    "verification_busy": "正在核验的证明数量已达上限，请稍后再试",
     "recording_mismatch": "录音的 keccak256 与订单详情中确认的不符",
     "recording_not_expected": "该订单不是语音确认，或未写明录音",
 }

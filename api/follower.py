@@ -239,7 +239,7 @@ class Follower:
         log.error("chain reset detected at block %s: rebuilding the mirror", state.block_number)
         # transactions mined in the lost blocks are no longer mined: their nonces are free again
         TxSender.dropped(session, self.chain.block_number())
-        for table in (db.Station, db.District, db.Auditor):
+        for table in (db.Station, db.District, db.Auditor, db.AccountLink):
             session.execute(table.__table__.delete())
         # accounts keep their off-chain profile; the chain's part is rebuilt from the events
         session.execute(update(db.Account).values(status=0, balance=0, earned=0))
@@ -297,6 +297,10 @@ class Follower:
         if account is not None:
             account.balance = a["balanceMinutes"]
         self._balances.add(a["account"])
+
+    def _on_AccountsLinked(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
+        session.merge(db.AccountLink(payer=a["payer"], beneficiary=a["beneficiary"], linked=bool(a["linked"])))
+        self._accounts.add(a["payer"])
 
     def _on_AuditorRegistered(self, session: Session, entry: dict, a: dict, call: dict | None) -> None:
         session.merge(db.Auditor(auditor=a["auditor"], district=a["district"]))

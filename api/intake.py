@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 CONFIRMATION_METHODS = {"voice", "card", "signature"}
 MAX_SERVICE_SECONDS = 24 * 3600  # one service, check-in to check-out
+MAX_NOTES_CHARS = 500  # details.notes
+CST = 8 * 3600  # China Standard Time: a station's day (its ceiling of minutes) starts at midnight UTC+8
 
 
 @dataclass
@@ -87,6 +89,8 @@ def check_details(details: Any, service_type: int) -> tuple[tuple[float, float, 
     notes = details.get("notes")
     if notes is not None and not isinstance(notes, str):
         raise ApiError("malformed_details", "details.notes: expected a string")
+    if notes is not None and len(notes) > MAX_NOTES_CHARS:
+        raise ApiError("details_too_large", f"details.notes: {len(notes)} characters, at most {MAX_NOTES_CHARS}")
     return check_in, check_out
 
 
@@ -107,8 +111,8 @@ def prepare(body: Any, *, separator: bytes, settings: Settings, now: float | Non
         raise ApiError("unknown_service_type", f"service type {order.serviceType} is not in the protocol")
     if order.endTime < order.startTime:
         raise ApiError("invalid_time_range")
-    if order.serviceType != protocol.TRANSFER_SERVICE_TYPE and order.endTime - order.startTime > MAX_SERVICE_SECONDS:
-        raise ApiError("service_too_long", f"a service lasts at most {MAX_SERVICE_SECONDS // 3600} hours")
+    if order.endTime - order.startTime > MAX_SERVICE_SECONDS:  # a transfer too: no startTime 0
+        raise ApiError("service_too_long", f"a service (or a transfer's time range) lasts at most {MAX_SERVICE_SECONDS // 3600} hours")
     if order.minutes == 0:
         raise ApiError("invalid_minutes", "minutes must be positive")
     if order.serviceType != protocol.TRANSFER_SERVICE_TYPE and order.minutes > (order.endTime - order.startTime) // 60:
@@ -121,6 +125,9 @@ def prepare(body: Any, *, separator: bytes, settings: Settings, now: float | Non
     if order.endTime < now - settings.order_max_age_seconds:
         raise ApiError("order_too_old", f"orders older than {settings.order_max_age_seconds} s are refused")
     check_details(body["details"], order.serviceType)
+    size = len(json.dumps(body["details"], ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+    if size > settings.max_details_bytes:
+        raise ApiError("details_too_large", f"details is {size} bytes, at most {settings.max_details_bytes}")
     return Prepared(order, signature, body["details"], digest, station)
 
 
@@ -152,6 +159,7 @@ class StateCache:
 
     def __init__(self, intervals_window: int = 0) -> None:
         self.intervals_window = intervals_window  # seconds of past intervals an order can still overlap
+        self.links_enforced = False  # the contract holds family links (set by the service)
         self._lock = threading.Lock()
         self._all = False
         self._accounts: set[str] = set()
@@ -164,6 +172,9 @@ class StateCache:
         self.accounts: dict[str, AccountState | None] = {}
         self.available: dict[str, int] = {}
         self.intervals: dict[str, list[tuple[int, int]]] = {}
+        self.exempt: dict[str, bool] = {}
+        self.links: dict[str, set[str]] = {}  # payer -> linked beneficiaries
+        self.station_day: dict[str, tuple[int, int]] = {}  # station -> (day start, minutes accepted since)
 
     def invalidate(
         self,
@@ -197,6 +208,9 @@ class StateCache:
             self.available.pop(account, None)
         for station in stations:
             self.stations.pop(station, None)
+        for account in accounts:
+            self.exempt.pop(account, None)
+            self.links.pop(account, None)
 
     def station(self, session: Session, address: str) -> db.Station | None:
         if address not in self.stations:
@@ -228,6 +242,34 @@ class StateCache:
                 select(db.Account.balance - promised).where(db.Account.account == payer)
             ).scalar_one()
         return self.available[payer]
+
+    def linked(self, session: Session, payer: str, beneficiary: str) -> bool:
+        """Whether `payer` has linked `beneficiary` on chain (LinkAccounts). Always true while the contract
+        has no family links (`links_enforced` false: a contract older than protocol v1.1)."""
+        if not self.links_enforced:
+            return True
+        if payer not in self.links:
+            rows = session.scalars(select(db.AccountLink.beneficiary).where(db.AccountLink.payer == payer, db.AccountLink.linked.is_(True)))
+            self.links[payer] = set(rows)
+        return beneficiary in self.links[payer]
+
+    def location_exempt(self, session: Session, account: str) -> bool:
+        if account not in self.exempt:
+            self.exempt[account] = session.get(db.LocationExemption, account) is not None
+        return self.exempt[account]
+
+    def station_minutes_today(self, session: Session, station: str, now: float) -> int:
+        """Minutes of the station's orders accepted since midnight (China Standard Time), not rejected."""
+        day = int((now + CST) // 86400 * 86400 - CST)
+        known = self.station_day.get(station)
+        if known is None or known[0] != day:
+            total = session.execute(
+                select(func.coalesce(func.sum(db.Order.minutes), 0)).where(
+                    db.Order.station == station, db.Order.accepted_at >= day, db.Order.status != "rejected"
+                )
+            ).scalar_one()
+            self.station_day[station] = known = (day, int(total))
+        return known[1]
 
     def volunteer_intervals(self, session: Session, volunteer: str) -> list[tuple[int, int]]:
         if volunteer not in self.intervals:
@@ -278,6 +320,26 @@ def check_state(session: Session, p: Prepared, settings: Settings, cache: StateC
         raise ApiError("payer_is_volunteer")
     if o.serviceType in protocol.PROFESSIONAL_SERVICE_TYPES and not accounts["volunteer"].qualified:
         raise ApiError("qualification_required")
+    # consent and place (PROTOCOL.md v1.1 section 3)
+    if service and accounts["recipient"].district != o.district:
+        raise ApiError("recipient_other_district", f"the recipient is an account of district {accounts['recipient'].district}, not {o.district}")
+    if not service and accounts["payer"].district != station.district:
+        raise ApiError("transfer_other_district", f"a transfer is signed by a station of the payer's district {accounts['payer'].district}")
+    beneficiary = o.recipient if service else o.volunteer
+    if (o.payer != beneficiary or not service) and not cache.linked(session, protocol.to_hex(o.payer), protocol.to_hex(beneficiary)):
+        raise ApiError("payer_not_linked", "the payer has not linked this recipient (LinkAccounts) to be served or given its hours")
+    if service and (accounts["recipient"].lat is None or accounts["recipient"].lon is None):
+        if not cache.location_exempt(session, protocol.to_hex(o.recipient)):
+            raise ApiError(
+                "recipient_no_location",
+                "the recipient has no registered location (and no administrator's exemption): check-in cannot be checked",
+            )
+    station_address = protocol.to_hex(p.station)
+    today = cache.station_minutes_today(session, station_address, time.time())
+    if today + o.minutes > settings.station_daily_minutes:
+        raise ApiError(
+            "station_daily_limit", f"the station has {today} minutes today; {o.minutes} more is over its {settings.station_daily_minutes} a day"
+        )
     recipient = accounts["recipient"]
     if service and recipient.lat is not None and recipient.lon is not None:
         for point in ("checkIn", "checkOut"):
@@ -298,6 +360,9 @@ def _record(cache: StateCache, p: Prepared) -> None:
     """The cache after `p` is accepted."""
     o = p.order
     cache.available[protocol.to_hex(o.payer)] -= o.minutes
+    station = protocol.to_hex(p.station)
+    day, total = cache.station_day[station]
+    cache.station_day[station] = (day, total + o.minutes)
     if o.serviceType != protocol.TRANSFER_SERVICE_TYPE:
         bisect.insort(cache.intervals[protocol.to_hex(o.volunteer)], (o.startTime, o.endTime))
 

@@ -20,6 +20,7 @@ with another reason, or to an account with no person record, is a plain grant.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import re
@@ -84,6 +85,24 @@ def parse_period(value: Any) -> str:
     return value
 
 
+_CARD_DISTRICT = re.compile(r"^[A-Za-z]+-([0-9]{6})-")
+
+
+def card_district(card_number: str) -> int | None:
+    """The district code a card number carries (`NJ-320102-000123` -> 320102), None when it carries none."""
+    match = _CARD_DISTRICT.match(card_number)
+    return int(match.group(1)) if match else None
+
+
+def require_card_of(card_number: str, district: int) -> None:
+    """A card number is issued by its district: refused (`card_other_district`) when the district code it
+    carries is not `district`, or when it carries none."""
+    code = card_district(card_number)
+    if code != district:
+        where = f"carries district code {code}" if code is not None else "carries no district code (e.g. NJ-320102-000123)"
+        raise ApiError("card_other_district", f"card {card_number} {where}, not {district}")
+
+
 def parse_card_number(value: Any) -> str:
     if not isinstance(value, str) or not _CARD.match(value):
         raise ApiError("invalid_request", "cardNumber: 1 to 64 letters, digits, '-' or '_'")
@@ -95,15 +114,24 @@ def account_of(card_number: str) -> str:
     return protocol.to_hex(protocol.account_id(card_number))
 
 
-def hash_id_number(id_number: str, salt: str | None = None) -> str:
-    """`salt$sha256hex(salt ‖ idNumber)`, with a fresh random salt unless one is given."""
-    salt = secrets.token_hex(16) if salt is None else salt
-    return f"{salt}${hashlib.sha256((salt + id_number).encode('utf-8')).hexdigest()}"
+ID_HASH_SCHEME = "hmac-sha256"
+LEGACY_PREFIX = "legacy$"  # rows hashed before the keyed hash: `legacy$salt$sha256hex(salt ‖ idNumber)`
 
 
-def id_number_matches(stored: str, id_number: str) -> bool:
-    salt, _, _digest = stored.partition("$")
-    return secrets.compare_digest(hash_id_number(_id_number(id_number), salt), stored)
+def hash_id_number(id_number: str, key: bytes) -> str:
+    """`hmac-sha256$hex(HMAC-SHA256(key, idNumber))`: a keyed hash whose key is never in the database
+    (TIMEBANK_ID_HASH_KEY), so a copy of the database does not give the ID numbers back (an 18-digit ID
+    number has too few candidates for any unkeyed hash, salted or not)."""
+    return f"{ID_HASH_SCHEME}${hmac.new(key, id_number.encode('utf-8'), hashlib.sha256).hexdigest()}"
+
+
+def id_number_matches(stored: str, id_number: str, key: bytes) -> bool:
+    """Whether `id_number` is the one stored: by the keyed hash, or by a legacy row's salted sha256."""
+    normal = _id_number(id_number)
+    if stored.startswith(LEGACY_PREFIX):
+        salt, _, digest = stored[len(LEGACY_PREFIX) :].partition("$")
+        return secrets.compare_digest(hashlib.sha256((salt + normal).encode("utf-8")).hexdigest(), digest)
+    return secrets.compare_digest(hash_id_number(normal, key), stored)
 
 
 def _id_number(value: Any) -> str:
@@ -130,13 +158,13 @@ def _uint(value: Any, bits: int, field: str) -> int:
         raise ApiError("invalid_request", exc.message) from None
 
 
-def _fields(body: dict[str, Any], kind: int) -> dict[str, Any]:
+def _fields(body: dict[str, Any], kind: int, id_key: bytes) -> dict[str, Any]:
     """The person's columns of the given fields of `body`, checked."""
     out: dict[str, Any] = {}
     if "name" in body:
         out["name"] = _text(body["name"], "name", 200, optional=False)
     if "idNumber" in body:
-        out["id_number_hash"] = hash_id_number(_id_number(body["idNumber"]))
+        out["id_number_hash"] = hash_id_number(_id_number(body["idNumber"]), id_key)
     if "phone" in body:
         out["phone"] = _text(body["phone"], "phone", 40, optional=True)
     if "address" in body:
@@ -182,7 +210,7 @@ def person_view(person: db.Person, account: db.Account | None, *, personal: bool
         view.update(
             cardNumber=person.card_number,
             name=person.name,
-            idNumberHash=person.id_number_hash,
+            idNumberLegacy=person.id_number_hash.startswith(LEGACY_PREFIX),
             phone=person.phone,
             address=person.address,
             location=None if person.lat is None else {"lat": person.lat, "lon": person.lon},
@@ -215,7 +243,8 @@ def register_person(service: Service, caller: Caller, body: Any) -> dict[str, An
         raise ApiError("invalid_request", "kind: 1 volunteer, 2 recipient or 3 group")
     if not caller.administers(district):
         raise ApiError("forbidden", f"{caller.address} does not administer district {district}")
-    fields = _fields(body, kind)
+    require_card_of(card_number, district)
+    fields = _fields(body, kind, service.id_hash_key)
     fields.setdefault("qualifications", "[]")
     account = account_of(card_number)
     now = time.time()
@@ -261,7 +290,7 @@ def update_person(service: Service, caller: Caller, card_number: str, body: Any)
             raise ApiError("forbidden", f"{caller.address} does not administer district {person.district}")
         mirror = session.get(db.Account, account)
         kind = mirror.kind if mirror is not None else 0  # registration wrote the mirror row (status 0 until on chain)
-        for column, value in _fields(body, kind).items():
+        for column, value in _fields(body, kind, service.id_hash_key).items():
             setattr(person, column, value)
         person.updated_at = time.time()
         _write_profile(session, person, district=person.district, kind=kind)
@@ -298,6 +327,38 @@ def get_person(service: Service, caller: Caller | None, card_number: str) -> dic
             raise ApiError("not_found", f"no person with card {card_number}")
         mirror = session.get(db.Account, account)
     return person_view(person, mirror, personal=_sees_personal_data(caller, person.district))
+
+
+def id_number_match(service: Service, caller: Caller, card_number: str, body: Any) -> dict[str, Any]:
+    """Whether a candidate ID number is the person's (`{idNumber}` -> `{match}`): for the administrators
+    and auditors who see the person's data; never the hash. At most ID_MATCHES_PER_MINUTE a signer."""
+    if not caller.has_role:  # before anything is looked up
+        raise ApiError("forbidden", f"{caller.address} holds no role")
+    if not isinstance(body, dict) or set(body) != {"idNumber"}:
+        raise ApiError("invalid_request", "expected {idNumber}")
+    candidate = _id_number(body["idNumber"])
+    account = account_of(parse_card_number(card_number))
+    with service.reads() as session:
+        person = session.get(db.Person, account)
+    if person is None or not _sees_personal_data(caller, person.district):
+        raise ApiError("forbidden", f"{caller.address} does not see this person's data")
+    _id_match_budget(caller.address)
+    return {"match": id_number_matches(person.id_number_hash, candidate, service.id_hash_key), "legacy": person.id_number_hash.startswith(LEGACY_PREFIX)}
+
+
+ID_MATCHES_PER_MINUTE = 30
+_id_matches: dict[str, list[float]] = {}
+_id_matches_lock = threading.Lock()
+
+
+def _id_match_budget(signer: str) -> None:
+    now = time.monotonic()
+    with _id_matches_lock:
+        recent = [t for t in _id_matches.get(signer, []) if now - t < 60]
+        if len(recent) >= ID_MATCHES_PER_MINUTE:
+            raise ApiError("too_many_requests", f"at most {ID_MATCHES_PER_MINUTE} ID-number checks a minute")
+        recent.append(now)
+        _id_matches[signer] = recent
 
 
 # ----- history ------------------------------------------------------------------------------------

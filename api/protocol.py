@@ -63,7 +63,14 @@ COMMAND_FUNCTIONS = {name: name[0].lower() + name[1:] for name in COMMAND_TYPES}
 # An addition to the protocol, not a contract type: administrative and audit HTTP requests are signed as
 # this struct, under the same domain (README, "Signed requests").
 REQUEST_TYPES: dict[str, list[tuple[str, str]]] = {
-    "SignedRequest": [("method", "string"), ("path", "string"), ("bodyHash", "bytes32"), ("timestamp", "uint64")],
+    "SignedRequest": [
+        ("method", "string"),
+        ("host", "string"),
+        ("path", "string"),
+        ("bodyHash", "bytes32"),
+        ("timestamp", "uint64"),
+        ("nonce", "bytes32"),
+    ],
 }
 ALL_TYPES = {**TYPES, **REQUEST_TYPES}
 DOMAIN_TYPE = [
@@ -310,17 +317,17 @@ class ServiceOrder(NamedTuple):
 
 
 def recover(digest: bytes, signature: bytes) -> bytes:
-    """The 20-byte address that signed `digest`. Refuses malleable (high-s) and malformed signatures,
-    as OpenZeppelin's ECDSA does."""
+    """The 20-byte address that signed `digest`. Accepts exactly what OpenZeppelin's ECDSA (5.x) and the
+    EVM's ecrecover accept: 65 bytes `r ‖ s ‖ v` with `v` 27 or 28 (0 and 1 are refused: ecrecover answers
+    no address for them), `0 < r < n`, `0 < s <= n/2` (no high-s)."""
     if len(signature) != 65:
         raise ProtocolError("bad_signature", f"signature: expected 65 bytes, got {len(signature)}")
     r = int.from_bytes(signature[:32], "big")
     s = int.from_bytes(signature[32:64], "big")
     v = signature[64]
-    if v in (27, 28):
-        v -= 27
-    if v not in (0, 1):
+    if v not in (27, 28):
         raise ProtocolError("bad_signature", f"signature: v must be 27 or 28, got {signature[64]}")
+    v -= 27
     if not (0 < r < _SECP256K1_N and 0 < s <= _SECP256K1_N // 2):
         raise ProtocolError("bad_signature", "signature: r or s out of range (high-s signatures are refused)")
     try:

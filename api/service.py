@@ -24,6 +24,12 @@ from .vocabulary import BatchStatus, OrderStatus
 
 log = logging.getLogger(__name__)
 
+def sees_details(caller, district: int) -> bool:
+    """Whether a signed caller may read personal data of `district`: its administrator or the city's, an
+    auditor of it or a city-wide one (PROTOCOL.md v1.1 section 6). Unsigned requests (None) never."""
+    return caller is not None and (caller.administers(district) or caller.audits(district))
+
+
 class Service:
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -37,6 +43,7 @@ class Service:
         self.read_engine = db.make_engine(settings.database_url, writer=False)
         self.sessions = db.session_factory(self.engine)
         self.reads = db.session_factory(self.read_engine)
+        self.id_hash_key = settings.id_hash_key_bytes(self.chain_id)
         self.sender = TxSender(self.chain, settings.relayer_private_key(self.chain_id), self.sessions)
         self.city_admin = self.chain.city_admin()
         self.follower = Follower(
@@ -46,6 +53,8 @@ class Service:
         self.batcher = Batcher(self.chain, self.sender, self.sessions, settings, reads=self.reads)
         self.writer.on_commit = self.batcher.accepted
         self.follower.on_change = self.writer.cache.invalidate
+        # payer_not_linked needs the contract's family links (PROTOCOL.md v1.1 LinkAccounts)
+        self.writer.cache.links_enforced = any(e.get("name") == "AccountsLinked" for e in self.chain.abi)
         self.commands = Commands(self)
         self.follower.on_reset = self.commands.chain_lost_blocks
         self.batcher.on_change = self.writer.cache.invalidate
@@ -174,7 +183,10 @@ class Service:
                 prepared.append(exc)
         return prepared
 
-    def order_view(self, order_id: str) -> dict[str, Any]:
+    def order_view(self, order_id: str, caller=None) -> dict[str, Any]:
+        """The order and its status. Its `details` (locations, notes, confirmation: personal data, PROTOCOL.md
+        v1.1 section 6) only for a signed request of an administrator or auditor of the order's district
+        or of the city (`caller`); `details` is null otherwise."""
         with self.reads() as session:
             row = session.scalar(select(db.Order).where(db.Order.order_id == order_id))
             if row is None:
@@ -187,7 +199,7 @@ class Service:
             "signature": row.signature,
             "digest": row.digest,
             "station": row.station,
-            "details": json.loads(row.details),
+            "details": json.loads(row.details) if sees_details(caller, row.district) else None,
             "reason": row.reason if row.revoke_reason is None else f"revoked on chain, reason {row.revoke_reason}",
             "acceptedAt": row.accepted_at,
             "anchoredAt": row.anchored_at,

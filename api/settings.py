@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Anvil's second well-known development key: the relayer of the embedded default chain (chain id 31337).
 DEV_CHAIN_ID = 31337
 DEV_RELAYER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+# The ID-number hash key of the embedded development chain only (never use it elsewhere).
+DEV_ID_HASH_KEY = "timebank-development-id-hash-key-31337"
 
 
 class Settings(BaseSettings):
@@ -31,6 +33,7 @@ class Settings(BaseSettings):
     relayer_key: str | None = None
     relayer_keystore: Path | None = None
     relayer_keystore_password: str | None = None
+    id_hash_key: str | None = None  # TIMEBANK_ID_HASH_KEY
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -53,7 +56,35 @@ class Settings(BaseSettings):
     clock_skew_seconds: int = Field(300, ge=0)
     max_checkin_distance_m: float = Field(500.0, gt=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_details_bytes: int = Field(4096, ge=256)  # an order's details as compact JSON
+    certificate_max_orders: int = Field(3000, ge=1)  # orders of one certificate POST /v1/certificates/verify checks
+    certificate_verify_workers: int = Field(2, ge=1, le=16)  # its own threads
+    certificate_verify_waiting: int = Field(2, ge=0)  # verifications waiting for a thread; more: 429 verification_busy
+    station_daily_minutes: int = Field(24 * 60 * 8, ge=1)  # a station's orders, minutes a day (China Standard Time)
+    # Signed requests (api/auth.py): how far a timestamp may be from the clock, and the names (host[:port],
+    # comma-separated) the service answers under; unset: TIMEBANK_HOST:TIMEBANK_PORT, localhost and 127.0.0.1
+    # with that port.
+    header_timeout_seconds: float = Field(10.0, gt=0)  # a connection sends a request's headers within this
+    request_window_seconds: int = Field(60, ge=5, le=600)
+    public_hosts: str = ""
     bulk_max_items: int = Field(1000, ge=1, le=1000)
+
+    def service_hosts(self) -> frozenset[str]:
+        """The names a signed request may be addressed to (lower-case host[:port])."""
+        if self.public_hosts.strip():
+            return frozenset(h.strip().lower() for h in self.public_hosts.split(",") if h.strip())
+        return frozenset(f"{h}:{self.port}".lower() for h in (self.host, "localhost", "127.0.0.1"))
+
+    def id_hash_key_bytes(self, chain_id: int) -> bytes:
+        """The key of the ID numbers' HMAC-SHA256 (TIMEBANK_ID_HASH_KEY: at least 32 characters, from the
+        environment or a secrets store, never in the database); a fixed development value on chain 31337."""
+        if self.id_hash_key:
+            if len(self.id_hash_key) < 32:
+                raise RuntimeError("TIMEBANK_ID_HASH_KEY: at least 32 characters (e.g. `openssl rand -hex 32`)")
+            return self.id_hash_key.encode("utf-8")
+        if chain_id == DEV_CHAIN_ID:
+            return DEV_ID_HASH_KEY.encode("utf-8")
+        raise RuntimeError(f"chain {chain_id} is not the embedded development chain: set TIMEBANK_ID_HASH_KEY (the ID numbers' hash key)")
 
     def relayer_private_key(self, chain_id: int) -> bytes:
         if self.relayer_key:

@@ -38,7 +38,7 @@ import httpx
 from eth_account import Account
 
 from api import protocol
-from api.auth import sign_headers
+from api.auth import host_of, sign_headers
 from api.people import CATEGORIES, GRANT_REASON_MONTHLY, PERSON_KINDS, QUALIFICATIONS
 
 PASSWORD_ENV = "TIMEBANK_ADMIN_PASSWORD"
@@ -158,7 +158,7 @@ class AdminClient:
     def request(self, method: str, path: str, body: Any = None) -> httpx.Response:
         """A signed request (`path` with its query string)."""
         raw = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
-        headers = sign_headers(self.key, self.separator, method, path, raw)
+        headers = sign_headers(self.key, self.separator, method, path, raw, host=host_of(self.http.base_url))
         if raw:
             headers["Content-Type"] = "application/json"
         return self.http.request(method, path, content=raw, headers=headers)

@@ -57,6 +57,7 @@ os.environ.setdefault("ETH_HASH_BACKEND", "pysha3")
 import httpx  # noqa: E402
 
 from api import protocol as P  # noqa: E402
+from api.auth import host_of, sign_headers  # noqa: E402
 from scripts.chain import DEV_CHAIN_ID, DEV_KEYS, AnvilHandle, anvil_binary, free_port, rpc, stop_anvil  # noqa: E402
 from scripts.admin import AdminClient  # noqa: E402
 from scripts.service_process import ServiceProcess  # noqa: E402
@@ -428,6 +429,19 @@ def register_world(client: httpx.Client, volunteers: int, payers: int, stations:
                 left -= part
         for job in grants:
             job.result()
+        # the elderly people's registered location (an order to a recipient without one is refused)
+        profile = json.dumps({"location": {"lat": LAT, "lon": LON}, "qualified": False}).encode()
+        host = host_of(client.base_url)
+
+        def locate(account: str) -> None:
+            path = f"/v1/accounts/{account}/profile"
+            headers = sign_headers(admin.key, separator, "PUT", path, profile, host=host)
+            response = client.put(path, content=profile, headers={**headers, "Content-Type": "application/json"})
+            if response.status_code != 200:
+                raise RuntimeError(f"profile refused: {response.status_code} {response.text[:300]}")
+
+        for job in [pool.submit(locate, a) for a in payer_ids]:
+            job.result()
     return World(domain, separator, station_keys, volunteer_ids, payer_ids)
 
 
@@ -665,7 +679,7 @@ def mark(ok: bool) -> str:
 
 def run(args: argparse.Namespace) -> dict:
     plan = plan_for(args)
-    extra_env = dict(kv.split("=", 1) for kv in args.env)
+    extra_env = {"TIMEBANK_STATION_DAILY_MINUTES": str(10**12), **dict(kv.split("=", 1) for kv in args.env)}  # weeks of orders in minutes: no daily ceiling
     workdir = Path(tempfile.mkdtemp(prefix="timebank-bench-"))
     report: dict[str, Any] = {"plan": plan, "machine": machine(), "workdir": str(workdir), "block_time": args.block_time,
                               "code": args.code_label or code_label()}
@@ -915,7 +929,7 @@ def measure_on(kind: str, args: argparse.Namespace, orders: int, clients: int) -
     net = None
     service: ServiceProcess | None = None
     try:
-        extra_env = dict(kv.split("=", 1) for kv in args.env)
+        extra_env = {"TIMEBANK_STATION_DAILY_MINUTES": str(10**12), **dict(kv.split("=", 1) for kv in args.env)}  # weeks of orders in minutes: no daily ceiling
         if kind == "anvil":
             anvil = start_bench_anvil(workdir / "anvil", args.anvil_arg)
             w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 60}))

@@ -71,7 +71,7 @@ from typing import Any
 import httpx
 
 from api import protocol as P
-from api.auth import sign_headers
+from api.auth import host_of, sign_headers
 from api.vocabulary import CHINA_TIME
 from scripts.admin import AdminClient, Refused, grant_monthly, register_person
 from scripts.chain import DEV_CHAIN_ID, DEV_KEYS, AnvilHandle, free_port, start_anvil, stop_anvil
@@ -308,6 +308,8 @@ class OwnService:
             TIMEBANK_DEPLOYMENTS_DIR=deployments,
             TIMEBANK_BATCH_MAX_WAIT_SECONDS=self.batch_wait,
             TIMEBANK_POLL_INTERVAL_SECONDS="0.05",
+            # a month's orders are sent within minutes: the stations' ceiling of minutes a day would stop them
+            TIMEBANK_STATION_DAILY_MINUTES=str(10**9),
         ).start()
         self.url = self.service.url
 
@@ -378,7 +380,7 @@ class City:
             raise Failed(f"{kind} {message} refused: {refused}") from None
 
     def signed(self, admin: AdminClient, method: str, path: str, raw: bytes = b"", content_type: str | None = None) -> httpx.Response:
-        headers = sign_headers(admin.key, self.separator, method, path, raw)
+        headers = sign_headers(admin.key, self.separator, method, path, raw, host=host_of(self.http.base_url))
         if content_type:
             headers["Content-Type"] = content_type
         return self.http.request(method, path, content=raw, headers=headers)
@@ -456,6 +458,16 @@ class City:
                 response = admin.request("POST", f"/v1/groups/{group.account}/members", {"account": member.account})
                 if response.status_code not in (200, 201):
                     raise Failed(f"adding a member to {group.card}: {response.status_code} {response.text[:300]}")
+        # family links (亲属绑定, LinkAccounts), each at the payer's request by the payer's district: a
+        # volunteer's parent may be served on, or given, the volunteer's hours; a group's members its hours
+        links = [(v, v.parent) for v in self.volunteers if v.parent is not None]
+        links += [(g, m) for g in self.groups for m in g.members]
+        self.parallel(
+            lambda pair: self.command(
+                self.admins[pair[0].district], "LinkAccounts", {"payer": pair[0].account, "beneficiary": pair[1].account, "linked": True}
+            ),
+            links,
+        )
 
     # ----- 2. monthly grants ---------------------------------------------------------------------------
 

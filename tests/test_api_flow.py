@@ -57,7 +57,7 @@ def test_unanchored_and_unknown_proofs(api, world):
 
 
 def test_profile_needs_a_signed_request_of_the_district(api, world):
-    from api.auth import sign_headers
+    from api.auth import host_of, sign_headers
 
     account = world.new_account(2, grant=600)
     path = f"/v1/accounts/{account}/profile"
@@ -65,11 +65,11 @@ def test_profile_needs_a_signed_request_of_the_district(api, world):
     separator = P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"])
     unsigned = api.client.put(path, content=body)
     assert unsigned.status_code == 401 and unsigned.json()["error"]["code"] == "unauthenticated"
-    other = api.client.put(path, content=body, headers=sign_headers(world.other_admin.key, separator, "PUT", path, body))
+    other = api.client.put(path, content=body, headers=sign_headers(world.other_admin.key, separator, "PUT", path, body, host=host_of(api.client.base_url)))
     assert other.status_code == 403 and other.json()["error"]["code"] == "forbidden"
-    tampered = sign_headers(world.admin.key, separator, "PUT", path, body)
+    tampered = sign_headers(world.admin.key, separator, "PUT", path, body, host=host_of(api.client.base_url))
     assert api.client.put(path, content=body.replace(b"32.05", b"33.05"), headers=tampered).status_code == 401
-    ok = api.client.put(path, content=body, headers=sign_headers(world.admin.key, separator, "PUT", path, body))
+    ok = api.client.put(path, content=body, headers=sign_headers(world.admin.key, separator, "PUT", path, body, host=host_of(api.client.base_url)))
     assert ok.status_code == 200, ok.text
 
     far = world.terminal.order(world.volunteer2, account, account, minutes=30)  # details default: 32.05, 118.79

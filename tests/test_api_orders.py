@@ -24,9 +24,9 @@ from sqlalchemy import func, select
 
 from api import db
 from api import protocol as P
-from api.auth import sign_headers
+from api.auth import host_of, sign_headers
 from tests.utils.api import Terminal, card, details, wait_anchored
-from tests.utils.api_world import DISTRICT, OTHER_DISTRICT
+from tests.utils.api_world import DISTRICT, OTHER_DISTRICT, link
 
 pytestmark = pytest.mark.usefixtures("api")
 
@@ -105,7 +105,7 @@ def set_profile(api, world, account: str, location: dict | None = None, qualifie
     path = f"/v1/accounts/{account}/profile"
     raw = json.dumps({"location": location, "qualified": qualified}).encode()
     separator = P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"])
-    response = api.client.put(path, content=raw, headers=sign_headers(world.admin.key, separator, "PUT", path, raw))
+    response = api.client.put(path, content=raw, headers=sign_headers(world.admin.key, separator, "PUT", path, raw, host=host_of(api.client.base_url)))
     assert response.status_code == 200, response.text
 
 
@@ -384,6 +384,7 @@ def test_unknown_account(api, terminal, shared, role):
 def test_frozen_account(api, world, terminal, role):
     volunteer, payer, recipient = world.new_account(1), world.new_account(2, grant=600), world.new_account(2)
     parties = {"volunteer": volunteer, "payer": payer, "recipient": recipient}
+    link(world.admin, payer, recipient)  # the payer pays for another person's care
     world.admin.ok("SetAccountStatus", account=parties[role], status=2, reason=1)
     error = refused(api, terminal.order(**parties), 422, "account_not_active")
     assert role in error["message"]
@@ -403,6 +404,7 @@ def test_group_volunteers_and_transfers_to_any_kind(world, terminal, people):
     accepted(terminal, terminal.order(group, people.elder, people.elder, minutes=30))
     # a transfer (type 100) delivers no service: any kind may receive, minutes are not bound to the duration
     family = world.new_account(2)
+    link(world.admin, people.elder, family)  # a transfer goes only to an account the payer linked
     gift = terminal.order(family, people.elder, people.elder, minutes=120, service_type=100, duration=60, details={"notes": "x"})
     accepted(terminal, gift)
 
@@ -469,14 +471,21 @@ def test_location_mismatch(api, world, terminal, point):
     assert point in error["message"]
     near = details(lat=32.052, lon=118.791)  # ~240 m away
     accepted(terminal, terminal.order(volunteer, elder, elder, details=near))
-    # without a registered location, any place is taken
+    # without a registered location, no service is taken (unless an administrator records an exemption)
     set_profile(api, world, elder, location=None)
-    accepted(terminal, terminal.order(volunteer, elder, elder, details=far))
+    refused(api, terminal.order(volunteer, elder, elder, details=far), 422, "recipient_no_location")
 
 
-def test_location_is_not_checked_without_a_registered_one(world, terminal):
-    volunteer, elder = world.new_account(1), world.new_account(2, grant=600)
-    accepted(terminal, terminal.order(volunteer, elder, elder, details=details(lat=-33.86, lon=151.21)))
+def test_without_a_registered_location_only_an_exemption_lets_a_service_in(api, world, terminal):
+    volunteer, elder = world.new_account(1), world.new_account(2, grant=600, location=None)
+    sydney = details(lat=-33.86, lon=151.21)
+    refused(api, terminal.order(volunteer, elder, elder, details=sydney), 422, "recipient_no_location")
+    path = f"/v1/accounts/{elder}/location-exemption"
+    raw = json.dumps({"reason": "bedridden, served where the family lives"}).encode()
+    separator = P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"])
+    headers = sign_headers(world.admin.key, separator, "PUT", path, raw, host=host_of(api.client.base_url))
+    assert api.client.put(path, content=raw, headers={**headers, "Content-Type": "application/json"}).status_code == 200
+    accepted(terminal, terminal.order(volunteer, elder, elder, details=sydney))
 
 
 def test_professional_service_needs_a_qualification(api, world, terminal, people):
@@ -505,6 +514,7 @@ def test_volunteer_overlap(api, world, terminal, people):
     accepted(terminal, terminal.order(people.volunteer, other_elder, other_elder, minutes=30, start=start - 1800, duration=1800))
     # another volunteer at the same time is fine, and a transfer never overlaps
     accepted(terminal, terminal.order(world.new_account(1), other_elder, other_elder, minutes=60, start=start))
+    link(world.admin, other_elder, people.volunteer)
     transfer = terminal.order(people.volunteer, other_elder, other_elder, minutes=5, service_type=100, start=start)
     accepted(terminal, transfer)
 
@@ -524,7 +534,9 @@ def test_repeats(api, world, terminal, people):
     ]
     for other in refused_conflict:
         error_of(terminal.post(other), 409, "order_id_conflict")
-    view = api.client.get(f"/v1/orders/{answer['orderId']}").json()
+    path = f"/v1/orders/{answer['orderId']}"
+    separator = P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"])
+    view = api.client.get(path, headers=sign_headers(world.admin.key, separator, "GET", path, host=host_of(api.client.base_url))).json()
     assert view["order"] == body["order"] and view["signature"] == body["signature"] and view["details"] == body["details"]
     # after anchoring the same request answers 200 with its new status; the conflict stays a conflict
     assert wait_anchored(api.client, answer["orderId"])["status"] == "anchored"

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from api import protocol as P
 from api.audit import CREDIT_FORMAT, STATS_COLUMNS
 from api.bundles import BATCH_FORMAT, amounts_of
-from api.auth import sign_headers
+from api.auth import host_of, sign_headers
 from api.protocol import canonical_deltas, unpack_deltas
 from scripts import audit_sweep
 from scripts.verify_proof import (
@@ -36,8 +36,8 @@ from scripts.verify_proof import (
     verify_bundle,
 )
 from tests.utils import chain as C
-from tests.utils.api import order_digest, Terminal, card, wait_anchored, wait_for
-from tests.utils.api_world import DISTRICT, OTHER_DISTRICT
+from tests.utils.api import Terminal, card, order_digest, wait_anchored, wait_for
+from tests.utils.api_world import DISTRICT, HOME, OTHER_DISTRICT, link, set_location
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ def separator(world) -> bytes:
 
 
 def signed(api, world, key: bytes, method: str, path: str, body: bytes = b"", **kw: Any):
-    headers = {**sign_headers(key, separator(world), method, path, body), **kw.pop("headers", {})}
+    headers = {**sign_headers(key, separator(world), method, path, body, host=host_of(api.client.base_url)), **kw.pop("headers", {})}
     return api.client.request(method, path, content=body or None, headers=headers, **kw)
 
 
@@ -88,6 +88,7 @@ def batch_of_three(api, world) -> tuple[int, list[dict]]:
     """Three orders of one volunteer (one a transfer), posted together and anchored; the batch id of the
     first."""
     volunteer, terminal = world.new_account(1), world.terminal
+    link(world.admin, world.elder, volunteer)  # the transfer's receiver
     bodies = anchor_all(api, [
         terminal.order(volunteer, world.elder, world.elder, minutes=30),
         terminal.order(volunteer, world.elder2, world.elder2, minutes=30),
@@ -389,6 +390,7 @@ def test_homecare_comparison_and_revocation_of_the_double_paid_order(api, world,
     number, elder = card(f"NJ-{DISTRICT}")
     world.admin.ok("RegisterAccount", account=elder, district=DISTRICT, kind=2)
     world.admin.ok("Grant", account=elder, minutes=600, reason=1)
+    set_location(world.admin, elder, HOME)
     terminal = new_terminal(api, world)
     volunteer = world.new_account(1)
     double, fine = anchored_orders(api, world, terminal, volunteer, elder, 2, minutes=60)
@@ -502,6 +504,7 @@ def test_credit_export_streams_anchored_unrevoked_service_orders(api, world, aud
     terminal = new_terminal(api, world)
     volunteer, elder = world.new_account(1), world.new_account(2, grant=600)
     kept, revoked = anchored_orders(api, world, terminal, volunteer, elder, 2, minutes=25)
+    link(world.admin, elder, volunteer)
     (transfer,) = anchored_orders(api, world, terminal, volunteer, elder, 1, minutes=10, service_type=100)
     world.admin.ok("RevokeOrder", orderId=revoked["order"]["orderId"], digest=order_digest(api.client, revoked["order"]["orderId"]), reason=1)
     wait_for(lambda: api.client.get(f"/v1/orders/{revoked['order']['orderId']}").json()["status"] == "revoked")

@@ -23,7 +23,7 @@ from api import certificates as CERT
 from api import protocol as P
 from tests.utils import chain as C
 from tests.utils.api import Terminal, wait_anchored, wait_for
-from tests.utils.api_world import DISTRICT
+from tests.utils.api_world import DISTRICT, link
 
 pytestmark = pytest.mark.usefixtures("api")
 
@@ -60,6 +60,7 @@ def served(api, world):
     world.admin.ok("RegisterStation", station=terminal.address, district=DISTRICT)
     volunteer = world.new_account(1)
     elder = world.new_account(2, grant=9000)
+    link(world.admin, elder, volunteer)  # the transfer below
     bodies = [terminal.order(volunteer, elder, elder, minutes=720) for _ in range(8)]
     bodies.append(terminal.order(volunteer, elder, elder, minutes=239))
     bodies.append(terminal.order(volunteer, elder, elder, minutes=300))  # revoked below

@@ -602,6 +602,12 @@ def test_malformed_signatures_are_refused(town):
     high_s = (P._SECP256K1_N - int.from_bytes(good[32:64], "big")).to_bytes(32, "big")
     flipped = good[:32] + high_s + bytes([55 - good[64]])  # the same signature, malleated
     C.expect_revert(bank, C.command_fn(bank, "Grant", message, flipped), "ECDSAInvalidSignatureS", high_s)
+    # v 0 or 1 (the recovery id without its 27): ecrecover answers no address, OpenZeppelin's ECDSA
+    # refuses it; so does the service (api.protocol.recover), which accepts exactly what the contract does
+    low_v = good[:64] + bytes([good[64] - 27])
+    C.expect_revert(bank, C.command_fn(bank, "Grant", message, low_v), "ECDSAInvalidSignature")
+    with pytest.raises(P.ProtocolError):
+        P.recover(P.typed_digest(bank.separator, "Grant", message), low_v)
     assert C.get_account(bank, town.elder1).balance == 600
 
 

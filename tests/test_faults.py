@@ -39,7 +39,7 @@ from eth_account import Account
 from web3 import Web3
 
 from api import protocol as P
-from api.auth import sign_headers
+from api.auth import host_of, sign_headers
 from scripts.chain import DEV_KEYS, free_port, snapshot_dir, snapshots, start_anvil, stop_anvil
 from scripts.compile import load_artifact
 from scripts.deploy import deploy
@@ -440,7 +440,7 @@ def signed_request(api, world, method: str, path: str, raw: bytes = b"", key: by
     signed_path, _, query = path.partition("?")
     signed_path = unquote(signed_path).replace("\t", "").replace("\r", "").replace("\n", "")
     signed_path += f"?{query}" if query else ""
-    headers = {"content-type": "application/json", **sign_headers(key, _separator(world), method, signed_path, raw)}
+    headers = {"content-type": "application/json", **sign_headers(key, _separator(world), method, signed_path, raw, host=host_of(api.client.base_url))}
     headers.update(kw.pop("headers", {}))
     return api.client.request(method, path, content=raw, headers=headers, **kw)
 
@@ -679,13 +679,13 @@ def test_high_s_signed_request_is_unauthenticated(api, world):
     number, account = card()
     person = {"cardNumber": number, "district": DISTRICT, "kind": 1, "name": "李四", "idNumber": "320102199001010011"}
     raw = json.dumps(person).encode()
-    headers = sign_headers(world.admin.key, _separator(world), "POST", "/v1/people", raw)
+    headers = sign_headers(world.admin.key, _separator(world), "POST", "/v1/people", raw, host=host_of(api.client.base_url))
     twin = _high_s(bytes.fromhex(headers["X-TimeBank-Signature"][2:]))
     bad = {**headers, "X-TimeBank-Signature": P.to_hex(twin), "content-type": "application/json"}
     error_of(api.client.post("/v1/people", content=raw, headers=bad), 401, "unauthenticated")
     error_of(api.client.get(f"/v1/people/{number}"), 404, "not_found")
     # and a read whose signature is refused is refused, not answered as an unsigned one
-    read = sign_headers(world.admin.key, _separator(world), "GET", f"/v1/people/{number}")
+    read = sign_headers(world.admin.key, _separator(world), "GET", f"/v1/people/{number}", host=host_of(api.client.base_url))
     read["X-TimeBank-Signature"] = P.to_hex(_high_s(bytes.fromhex(read["X-TimeBank-Signature"][2:])))
     error_of(api.client.get(f"/v1/people/{number}", headers=read), 401, "unauthenticated")
     good = {**headers, "content-type": "application/json"}
@@ -831,7 +831,7 @@ def test_details_hashed_as_rfc_8785_says(api, world, station, case):
     raw, order_id = _order_with_raw_details(station, parties, _details_json(extra, at), P.keccak(canonical))
     response = api.client.post("/v1/orders", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 201, (response.text[:300], canonical)
-    view = api.client.get(f"/v1/orders/{order_id}").json()
+    view = signed_request(api, world, "GET", f"/v1/orders/{order_id}").json()  # details: to the city's and district's roles
     assert P.keccak(P.rfc8785.dumps(view["details"])) == P.keccak(canonical)  # stored as it came
 
 
@@ -879,7 +879,7 @@ def test_duplicate_keys_in_details_are_taken_as_parsed(api, world, station):
     raw, order_id = _order_with_raw_details(station, (world.new_account(1), elder, elder), text, P.keccak(canonical))
     response = api.client.post("/v1/orders", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 201, response.text
-    assert api.client.get(f"/v1/orders/{order_id}").json()["details"]["notes"] == "second"
+    assert signed_request(api, world, "GET", f"/v1/orders/{order_id}").json()["details"]["notes"] == "second"
 
 
 # ----- text fields of the people registry: lone surrogates, NUL ------------------------------------
@@ -894,7 +894,7 @@ def test_person_with_a_lone_surrogate_is_refused(api, world, field, value):
     person = {"cardNumber": number, "district": DISTRICT, "kind": 2, "name": "王秀英", "idNumber": "320102193901010021"}
     person[field] = "@@"
     raw = json.dumps(person).replace('"@@"', f'"{value}"')
-    headers = {"content-type": "application/json", **sign_headers(world.admin.key, _separator(world), "POST", "/v1/people", raw.encode())}
+    headers = {"content-type": "application/json", **sign_headers(world.admin.key, _separator(world), "POST", "/v1/people", raw.encode(), host=host_of(api.client.base_url))}
     error_of(once(api, "POST", "/v1/people", content=raw.encode(), headers=headers), 400, "invalid_request")
     error_of(api.client.get(f"/v1/people/{number}"), 404, "not_found")
 

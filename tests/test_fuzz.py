@@ -35,7 +35,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from api import protocol as P
-from api.auth import sign_headers
+from api.auth import host_of, sign_headers
 from api.errors import CATALOGUE
 from tests.utils.api import CITY_KEY
 from tests.utils.api_world import DISTRICT
@@ -104,7 +104,7 @@ class SignedAsCity(requests.auth.AuthBase):
         body = request.body or b""
         if isinstance(body, str):
             body = body.encode("utf-8")
-        request.headers.update(sign_headers(CITY_KEY, self.separator, request.method, path, body))
+        request.headers.update(sign_headers(CITY_KEY, self.separator, request.method, path, body, host=host_of(request.url)))
         return request
 
 

@@ -38,7 +38,7 @@ from scripts import network as N
 from scripts.chain import free_port
 from scripts.compile import load_artifact
 from scripts.verify_proof import verify_bundle
-from tests.utils.api_world import OTHER_DISTRICT, World, make_world
+from tests.utils.api_world import OTHER_DISTRICT, World, link, make_world
 from tests.utils.process import ServiceProcess
 
 pytestmark = pytest.mark.network
@@ -463,6 +463,7 @@ def test_payer_spending_through_both_services_is_never_overdrawn(net, world, ser
     a.wait_followed(followed, timeout=30)
     b.wait_followed(followed, timeout=30)
     bodies_a = [world.terminal.order(vol_a, payer, payer, minutes=10) for _ in range(5)]
+    link(world.admin, payer, recipient_b)  # served in district B on the payer's hours
     bodies_b = [world.other_terminal.order(vol_b[0], payer, recipient_b, minutes=10) for _ in range(5)]
     results = {}
 

@@ -8,6 +8,7 @@ All tests share the session's service and chain (`world`); each makes its own ca
 from __future__ import annotations
 
 import io
+import hashlib
 import json
 import os
 import secrets
@@ -23,7 +24,7 @@ from sqlalchemy import select
 
 from api import db
 from api import protocol as P
-from api.auth import sign_headers
+from api.auth import host_of, sign_headers
 from api.people import GRANT_REASON_MONTHLY, GRANT_REASON_ONE_OFF, current_period
 from scripts import admin as cli
 from tests.utils.api import Admin, card, wait_anchored
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("api")
 
 PASSWORD = "correct horse battery staple"
 PUBLIC_KEYS = {"account", "district", "kind", "status"}
-PERSONAL_KEYS = {"cardNumber", "name", "idNumberHash", "phone", "address", "location", "category", "qualifications", "qualified", "createdAt", "updatedAt"}
+PERSONAL_KEYS = {"cardNumber", "name", "idNumberLegacy", "phone", "address", "location", "category", "qualifications", "qualified", "createdAt", "updatedAt"}
 HISTORY_ORDER_KEYS = {"orderId", "role", "status", "district", "districtName", "serviceType", "serviceName", "serviceNameEn", "minutes", "startTime", "endTime", "acceptedAt"}
 
 
@@ -46,7 +47,7 @@ def request(api, world, key: bytes | None, method: str, path: str, body: Any = N
     headers = {"Content-Type": "application/json"} if raw else {}
     if key is not None:
         separator = P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"])
-        headers.update(sign_headers(key, separator, method, path, raw))
+        headers.update(sign_headers(key, separator, method, path, raw, host=host_of(api.client.base_url)))
     return api.client.request(method, path, content=raw, headers=headers)
 
 
@@ -132,7 +133,7 @@ def test_register_lookup_update_and_who_sees_personal_data(api, world):
         assert seen_by(key) == public
     for key in (None, secrets.token_bytes(32)):  # no role: nothing, as for a card never registered
         error_of(request(api, world, key, "GET", path), 404, "not_found")
-    forged = sign_headers(world.admin.key, P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"]), "GET", "/v1/people/x")
+    forged = sign_headers(world.admin.key, P.domain_separator(world.domain["chainId"], world.domain["verifyingContract"]), "GET", "/v1/people/x", host=host_of(api.client.base_url))
     assert api.client.get(path, headers=forged).status_code == 401  # signed for another path
     error_of(api.client.get("/v1/people/NJ-999999-nobody"), 404, "not_found")
 
@@ -180,12 +181,12 @@ def test_id_number_is_never_stored_in_clear(api, world):
         row = session.get(db.Person, created["account"])
     columns = {c.key: getattr(row, c.key) for c in db.Person.__mapper__.column_attrs}
     assert all(body["idNumber"] not in str(value) for value in columns.values()), columns
-    salt, _, digest = row.id_number_hash.partition("$")
-    assert len(salt) == 32 and len(digest) == 64 and created["idNumberHash"] == row.id_number_hash
-    assert id_number_matches(row.id_number_hash, body["idNumber"]) and not id_number_matches(row.id_number_hash, id_number())
-    # the same ID number of another person hashes differently (its own salt)
-    twin = register(api, world, world.admin.key, {**person_body(kind=1), "idNumber": body["idNumber"]})
-    assert twin["idNumberHash"] != created["idNumberHash"]
+    scheme, _, digest = row.id_number_hash.partition("$")
+    assert scheme == "hmac-sha256" and len(digest) == 64 and "idNumberHash" not in created and created["idNumberLegacy"] is False
+    key = api.service.id_hash_key
+    assert id_number_matches(row.id_number_hash, body["idNumber"], key) and not id_number_matches(row.id_number_hash, id_number(), key)
+    # without the key (it is not in the database) the hash is not the plain sha256 of any candidate
+    assert digest != hashlib.sha256(body["idNumber"].encode()).hexdigest()
     # nor anywhere in the database's files. Read by another process: opening and closing the file in
     # this one would drop the POSIX locks the service's SQLite connections hold on it (and corrupt it).
     database = Path(api.settings.database_url.split("///", 1)[1])

@@ -125,7 +125,7 @@ def _register(client: httpx.Client, admin: Admin, separator: bytes, card: str, k
     body = {"cardNumber": card, "district": DISTRICT, "kind": kind, "name": "王秀英" if kind == 2 else "李志强",
             "idNumber": "32010219390101002" + str(kind), **extra}
     raw = json.dumps(body, ensure_ascii=False).encode()
-    headers = auth.sign_headers(admin.key, separator, "POST", "/v1/people", raw)
+    headers = auth.sign_headers(admin.key, separator, "POST", "/v1/people", raw, host=auth.host_of(client.base_url))
     answer = client.post("/v1/people", content=raw, headers={**headers, "Content-Type": "application/json"})
     assert answer.status_code == 201, answer.text
     admin.ok("RegisterAccount", account=P.to_hex(P.account_id(card)), district=DISTRICT, kind=kind)

@@ -53,6 +53,19 @@ async def put_profile(account_id: str, s: ServiceDep, who: SignedCaller, body: J
     return await run_in_threadpool(accounts.set_profile, s, who, hex32(account_id, "accountId"), body)
 
 
+@router.put("/{account_id}/location-exemption", responses=errors(400, 401, 403, 404, 422))
+async def put_location_exemption(account_id: str, s: ServiceDep, who: SignedCaller, body: JsonBody) -> dict[str, Any]:
+    """Record that a recipient with no registered location may be served (`{reason}`; signed request of
+    the administrator of the account's district, or the city's)."""
+    return await run_in_threadpool(accounts.set_location_exemption, s, who, hex32(account_id, "accountId"), body)
+
+
+@router.delete("/{account_id}/location-exemption", responses=errors(400, 401, 403, 404, 422))
+async def delete_location_exemption(account_id: str, s: ServiceDep, who: SignedCaller) -> dict[str, Any]:
+    """End a recipient's location exemption (same signers)."""
+    return await run_in_threadpool(accounts.set_location_exemption, s, who, hex32(account_id, "accountId"), None)
+
+
 @router.get("/{account_id}/history", response_model=HistoryOut, responses=errors(400, 401, 403, 404, 409, 422))
 async def get_history(
     account_id: str,

@@ -5,29 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from .. import people
-from ..auth import Caller
-from ..deps import JsonBody, RawBody, ServiceDep, SignedCaller, inline_schema, signed_caller
+from ..deps import JsonBody, OptionalCaller, ServiceDep, SignedCaller, inline_schema
 from ..schemas import errors
 
 router = APIRouter(prefix="/v1/people", tags=["people"])
 
 
 ERRORS = errors(400, 401, 403, 404, 409, 422)
-
-
-async def optional_caller(request: Request, raw: RawBody) -> Caller | None:
-    """The signer of a signed request, or None for an unsigned one (a badly signed one is refused: 401)."""
-    if not any(h in request.headers for h in ("x-timebank-signer", "x-timebank-signature")):
-        return None
-    return await signed_caller(request, raw)
-
-
-OptionalCaller = Annotated[Caller | None, Depends(optional_caller)]
 
 
 # ----- schemas ------------------------------------------------------------------------------------
@@ -71,7 +60,7 @@ class PersonOut(BaseModel):
     status: int
     cardNumber: str | None = None
     name: str | None = None
-    idNumberHash: str | None = None
+    idNumberLegacy: bool | None = Field(None, description="the ID number is kept as a salted hash of before the keyed hash (re-enter it to re-key)")
     phone: str | None = None
     address: str | None = None
     location: Location | None = None
@@ -146,3 +135,10 @@ async def update_person(card_number: str, s: ServiceDep, who: SignedCaller, body
     """Change a person's data (signed request of the administrator of the person's district, or the
     city's); `category: null` ends the eligibility for monthly grants."""
     return await run_in_threadpool(people.update_person, s, who, card_number, body)
+
+
+@router.post("/{card_number}/id-number-match", responses=ERRORS)
+async def id_number_match(card_number: str, s: ServiceDep, who: SignedCaller, body: JsonBody) -> dict[str, Any]:
+    """Whether `{idNumber}` is the person's ID number: `{match, legacy}` (signed request of an administrator
+    or auditor who sees the person's data; 30 a minute a signer). The stored hash is never answered."""
+    return await run_in_threadpool(people.id_number_match, s, who, card_number, body)

@@ -16,6 +16,7 @@ import uvicorn
 from api import protocol as P
 from api.app import create_app
 from api.service import Service
+from api.serving import header_timeout_protocol
 from api.settings import Settings
 from scripts.admin import AdminClient
 from scripts.chain import DEV_KEYS, free_port
@@ -32,7 +33,14 @@ class ApiServer:
         self.service = Service(settings)
         self.service.start()
         self.port = settings.port
-        config = uvicorn.Config(create_app(settings, self.service), host="127.0.0.1", port=self.port, log_level="warning", loop="asyncio")
+        config = uvicorn.Config(
+            create_app(settings, self.service),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            loop="asyncio",
+            http=header_timeout_protocol(settings.header_timeout_seconds),
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

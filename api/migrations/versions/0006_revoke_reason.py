@@ -1,7 +1,7 @@
 """an order's revocation reason as a number (the RevokeOrder command's reason), not text
 
-Revision ID: 0004_revoke_reason
-Revises: 0003_commands
+Revision ID: 0006_revoke_reason
+Revises: 0005_account_index
 Create Date: 2026-11-30 14:30:00
 """
 import re
@@ -10,8 +10,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0004_revoke_reason'
-down_revision = '0003_commands'
+revision = '0006_revoke_reason'
+down_revision = '0005_account_index'
 branch_labels = None
 depends_on = None
 

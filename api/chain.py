@@ -335,10 +335,6 @@ class Chain:
             lambda: self.contract.functions.hasRole(role_id, Web3.to_checksum_address(account)).call(block_identifier=block)
         )
 
-    def account_at(self, index: int) -> bytes:
-        """`accountAt(index)`: the account given that index (32 zero bytes when none)."""
-        return bytes(self._rpc(lambda: self.contract.functions.accountAt(index).call()))
-
     def batch_id_of_root(self, root: bytes) -> int:
         return self._rpc(lambda: self.contract.functions.batchIdOfRoot(root).call())
 

@@ -168,15 +168,18 @@ test('a certificate opened from its QR link verifies in the auditor page', async
   assert.equal(pdf.status, 200)
   const digest = pdf.headers.get('x-certificate-digest')
   assert.match(digest, /^0x[0-9a-f]{64}$/)
-  const link = `/verify#certificate=/v1/accounts/${cfg.volunteerAccount}/certificate&digest=${digest}`
+  // the kept certificate (GET /v1/certificates/{digest}): exactly the printed one, so its digest matches
+  const link = `/verify#certificate=/v1/certificates/${digest}&digest=${digest}`
   await page.goto(link) // the RPC endpoint and contract are the ones the auditor set above (remembered)
   const verdict = page.getByTestId('verdict').first() // the certificate's; each order's own is in its <details>
   await verdict.waitFor({ timeout: 30000 })
   assert.match(await verdict.textContent(), /证书核验通过：60 分钟全部有据/)
+  assert.match(await verdict.textContent(), new RegExp(`digest: ✓ ${digest}`))
+  assert.match(await verdict.getAttribute('class'), /\bok\b/)
   await page.locator('details summary', { hasText: state.orderId }).waitFor()
   await shot('verify-certificate')
   await axe('/verify with a certificate')
-  // a digest that is not the certificate's is shown as not matching
+  // a digest that is not the certificate's is shown as not matching (an older PDF's link, by account)
   await page.goto('/')
   await page.goto(`/verify#certificate=/v1/accounts/${cfg.volunteerAccount}/certificate&digest=0x${'00'.repeat(32)}`)
   await page.getByTestId('verdict').first().getByText(/digest: ✗/).waitFor({ timeout: 30000 })

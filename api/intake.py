@@ -452,6 +452,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="order-writer", daemon=True)
         self._stopping = False
         self.on_commit = None  # called with the number of orders accepted by each commit
+        self.rebuilding = lambda: False  # whether the mirror is being rebuilt after a chain reset (orders answered 503)
 
     def start(self) -> None:
         self._thread.start()
@@ -488,15 +489,22 @@ class Writer:
 
     def _write(self, group: list) -> None:
         results: list[list[Outcome]] | BaseException
+        if self.rebuilding():
+            return self._refuse_rebuilding(group)
         self.cache.refresh()
         try:
             with self.sessions() as session:
                 with session.begin():
                     flat = store_group(session, [item for items, _, _ in group for item in items], self.settings, self.cache)
+                    if self.rebuilding():  # a chain reset began meanwhile: the checks may have read a mirror being emptied
+                        raise _Rebuilding
             results, at = [], 0
             for items, _, _ in group:
                 results.append(flat[at : at + len(items)])
                 at += len(items)
+        except _Rebuilding:  # rolled back: nothing of the group is stored
+            self.cache.clear()
+            return self._refuse_rebuilding(group)
         except BaseException as exc:  # the database failed: nothing of the group is stored
             log.exception("order write failed")
             self.cache.clear()
@@ -511,6 +519,19 @@ class Writer:
                 loop.call_soon_threadsafe(_set_exception, future, value)
             else:
                 loop.call_soon_threadsafe(_set_result, future, value)
+
+    @staticmethod
+    def _refuse_rebuilding(group: list) -> None:
+        """While the mirror is rebuilt after a chain reset it lacks stations, accounts, links and balances
+        the chain holds: no order can be checked against it, and each is answered 503 mirror_rebuilding
+        (sent again a few seconds later it is checked), never refused as if its station were unknown."""
+        refusal = _refusal(ApiError("mirror_rebuilding"))
+        for items, loop, future in group:
+            loop.call_soon_threadsafe(_set_result, future, [refusal if isinstance(i, Prepared) else _refusal(i) for i in items])
+
+
+class _Rebuilding(Exception):
+    """A chain reset began while a group of orders was being checked: the group is rolled back."""
 
 
 def _set_result(future: asyncio.Future, value: Any) -> None:

@@ -27,6 +27,7 @@ import asyncio
 import functools
 import io
 import math
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -444,7 +445,6 @@ def render_pdf(certificate: dict[str, Any], *, base_url: str, font: Path | None 
     CJK TrueType font (`cjk_font_path`). The canonical JSON certificate is attached as `certificate.json`."""
     from pypdf import PdfReader, PdfWriter
     from reportlab.lib.pagesizes import A4
-    from reportlab.lib.utils import simpleSplit
     from reportlab.pdfgen import canvas
 
     _register_font(font)
@@ -515,7 +515,8 @@ def render_pdf(certificate: dict[str, Any], *, base_url: str, font: Path | None 
         "starLevel）；服务记录为本服务上链的订单。 Star levels: 1 to 5 stars at 100, 300, 600, 1,000 and 1,500 "
         "earned hours; hours and stars are the chain's at the block above."
     )
-    for line in simpleSplit(note, _FONT, 7.5, right - left):
+    y -= 4
+    for line in _wrap(note, _FONT, 7.5, right - left):
         text(left, y + 6, line, 7.5, 0.35)
         y -= 10
 
@@ -533,7 +534,7 @@ def render_pdf(certificate: dict[str, Any], *, base_url: str, font: Path | None 
         "逐笔检查证明，也可用 timebank-verify 与自己信任的节点核验。 The QR code opens the auditor page with this "
         "certificate's JSON (also attached to this PDF); it checks every proof against the chain in the browser."
     )
-    for line in simpleSplit(how, _FONT, 7, right - text_x):
+    for line in _wrap(how, _FONT, 7, right - text_x):
         text(text_x, line_y - 2, line, 7, 0.2)
         line_y -= 9
     y = min(qr_y, line_y) - 22
@@ -572,6 +573,28 @@ def render_pdf(certificate: dict[str, Any], *, base_url: str, font: Path | None 
     final = io.BytesIO()
     writer.write(final)
     return final.getvalue()
+
+
+_CLOSING = set("，。、；：）」』》！？,.;:)")
+
+
+def _wrap(value: str, font: str, size: float, width: float) -> list[str]:
+    """Chinese and English text in lines no wider than `width`: a line may break between any two Chinese
+    characters but only at a space in English words and numbers, and never before closing punctuation."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    lines, line = [], ""
+    for token in re.findall(r"[A-Za-z0-9.,:;#=_\-()'/+]+|\s+|.", value):
+        if token.isspace():
+            token = " "
+        if not line.strip() and token == " ":
+            continue
+        if line and stringWidth(line + token, font, size) > width and token[0] not in _CLOSING:
+            lines.append(line.rstrip())
+            line = "" if token == " " else token
+            continue
+        line += token
+    return lines + ([line.rstrip()] if line.strip() else [])
 
 
 def _chunks(value: str, font: str, size: float, width: float) -> list[str]:

@@ -498,3 +498,41 @@ def test_star_level_thresholds_match_the_contract(bank, town):
             earned = target
             assert C.get_account(bank, volunteer).earned == earned
             assert bank.contract.functions.starLevel(volunteer).call() == expected == CERT.star_level_of(earned)
+
+
+def test_certificate_first_page_rendered_for_people_to_look_at(api, world, served):
+    """The PDF a volunteer downloads with their card (name, card number, a few anchored services of several
+    types), from the real service on the real chain, written to web/test-results/ and its first page
+    rendered with pdftoppm (Debian's poppler-utils, no poppler-data): docs/screenshots/certificate.png is
+    a copy. The page must carry ink in its Chinese labels, not just its frame."""
+    from PIL import Image
+    from pypdf import PdfReader
+
+    from api import cards
+    from tests.test_people import register
+
+    cards.limiter_of(api.service).reset()
+    card = f"NJ-{DISTRICT}-V{secrets.randbelow(10**6):06d}"
+    account = P.to_hex(P.account_id(card))
+    code = register(api, world, world.admin.key, {"cardNumber": card, "district": DISTRICT, "kind": 1, "name": "王志愿",
+                                                  "idNumber": "320102199203150027"})["checkCode"]
+    world.admin.ok("RegisterAccount", account=account, district=DISTRICT, kind=1)
+    _post_all(api, [served.terminal.order(account, served.elder, served.elder, minutes=m, service_type=t)
+                    for t, m in [(1, 60), (5, 90), (2, 45), (7, 120)]])
+    holder = {"X-TimeBank-Card": card, "X-TimeBank-Check-Code": code}
+    response = api.client.get(f"/v1/accounts/{account}/certificate.pdf", headers=holder)
+    assert response.status_code == 200, response.text
+    text = PdfReader(io.BytesIO(response.content)).pages[0].extract_text()
+    for expected in ["王志愿", card, "助餐", "精神慰藉", "助洁", "文化娱乐", "5.25 小时"]:
+        assert expected in text, (expected, text)
+
+    out = Path(__file__).resolve().parents[1] / "web" / "test-results"
+    out.mkdir(exist_ok=True)
+    (out / "certificate.pdf").write_bytes(response.content)
+    subprocess.run(["pdftoppm", "-png", "-r", "110", "-f", "1", "-l", "1", "-singlefile", str(out / "certificate.pdf"),
+                    str(out / "certificate")], check=True)
+    image = Image.open(out / "certificate.png").convert("L")
+    # the title band (top fifth, inside the margins) has dark pixels: the embedded font drew the title
+    width, height = image.size
+    title = image.crop((width // 10, 0, width * 9 // 10, height // 5))
+    assert sum(title.histogram()[:128]) > 500

@@ -646,6 +646,7 @@ def _command_message(kind: str) -> dict[str, Any]:
         "uint32": DISTRICT,
         "uint8": 1,
         "uint16": 1,
+        "bool": True,
         "uint64": secrets.randbits(40),
     }
     return {name: values[t] for name, t in P.TYPES[kind]}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.server
 import json
 import math
+import re
 import secrets
 import shutil
 import struct
@@ -94,6 +95,10 @@ def test_pages_and_docs_are_served_without_a_cdn(stack):
     for ref in [part.split('"')[0] for part in index.split('src="')[1:] + index.split('href="')[1:]]:
         assert ref.startswith("/"), ref
         assert client.get(ref).status_code == 200, ref
+    # and the stylesheets load nothing from elsewhere: Vant's icon font (the buttons' icons) is in the CSS itself
+    styles = "".join(client.get(ref).text for ref in re.findall(r'href="(/[^"]+\.css)"', index))
+    assert "font-family:vant-icon" in styles and "url(data:font/woff2" in styles
+    assert not re.findall(r"url\(\s*['\"]?(?:https?:)?//", styles), "a stylesheet names another host"
     # the API answers as before: unknown API paths and methods, the OpenAPI document
     assert client.get("/v1/nothing").json()["error"]["code"] == "not_found"
     assert client.post("/nothing", json={}).status_code == 404
@@ -182,6 +187,7 @@ def test_browser_journeys(stack):
         "stationKeystore": str(_keystore(station_key, tmp / "station.json")),
         "adminKeystore": str(_keystore(district_key, tmp / "admin.json")),
         "volunteer": volunteer,
+        "volunteerAccount": P.to_hex(P.account_id(volunteer)),
         "recipient": recipient,
         "checkCode": elder.get("checkCode"),
         "home": HOME,

@@ -162,6 +162,26 @@ test('the auditor page verifies the proof green and a tampered copy red at step 
   assert.equal(await page.getByLabel('合约地址（市里公布的）').inputValue(), cfg.contract)
 })
 
+test('a certificate opened from its QR link verifies in the auditor page', async () => {
+  // the link the PDF's QR code holds (api/certificates.py qr_payload), with the digest the PDF was made from
+  const pdf = await fetch(`${cfg.url}/v1/accounts/${cfg.volunteerAccount}/certificate.pdf`)
+  assert.equal(pdf.status, 200)
+  const digest = pdf.headers.get('x-certificate-digest')
+  assert.match(digest, /^0x[0-9a-f]{64}$/)
+  const link = `/verify#certificate=/v1/accounts/${cfg.volunteerAccount}/certificate&digest=${digest}`
+  await page.goto(link) // the RPC endpoint and contract are the ones the auditor set above (remembered)
+  const verdict = page.getByTestId('verdict').first() // the certificate's; each order's own is in its <details>
+  await verdict.waitFor({ timeout: 30000 })
+  assert.match(await verdict.textContent(), /证书核验通过：60 分钟全部有据/)
+  await page.locator('details summary', { hasText: state.orderId }).waitFor()
+  await shot('verify-certificate')
+  await axe('/verify with a certificate')
+  // a digest that is not the certificate's is shown as not matching
+  await page.goto('/')
+  await page.goto(`/verify#certificate=/v1/accounts/${cfg.volunteerAccount}/certificate&digest=0x${'00'.repeat(32)}`)
+  await page.getByTestId('verdict').first().getByText(/digest: ✗/).waitFor({ timeout: 30000 })
+})
+
 test('the console revokes the order; the auditor page then shows it revoked at step 5', async () => {
   await page.goto('/console')
   await unlock(cfg.adminKeystore)

@@ -11,4 +11,7 @@ export function useFormat() {
   return { date, time, hours, service }
 }
 
-export const SERVICE_ICONS: Record<number, string> = { 1: '🍲', 2: '🧹', 3: '🚨', 4: '🛁', 5: '💬', 6: '📋', 7: '🎵', 8: '📖', 9: '🩺', 100: '🎁' }
+/** Each service type's icon: a name of Vant's icon font (bundled in the build's CSS, no emoji font needed). */
+export const SERVICE_ICONS: Record<number, string> = {
+  1: 'hot-o', 2: 'brush-o', 3: 'warning-o', 4: 'home-o', 5: 'chat-o', 6: 'todo-list-o', 7: 'music-o', 8: 'bookmark-o', 9: 'like-o', 100: 'gift-o',
+}

@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 export ETH_HASH_BACKEND := pysha3
 export HARDHAT_DISABLE_TELEMETRY_PROMPT := true
 
-.PHONY: setup fonts test-tools compile chain stop status deploy run test test-long clean clean-chain web geth network network-stop network-status clean-network
+.PHONY: setup fonts test-tools bench-tools bench compile chain stop status deploy run test test-long clean clean-chain web geth network network-stop network-status clean-network
 .NOTPARALLEL:
 
 # Install and build steps keep their output to themselves unless they fail: `$(call quietly,cmd)`.
@@ -79,6 +79,26 @@ test-tools: fonts
 	echo "installing Debian's$$missing"; \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q \
 		&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+
+# What the benchmark's comparison needs (`python -m scripts.bench --compare --wrk`): Debian's wrk (the C load
+# generator) and PostgreSQL's server, installed here when missing (as root, or through sudo).
+bench-tools:
+	@missing=; command -v wrk >/dev/null || missing="$$missing wrk"; \
+	pg=; for bindir in "$$(pg_config --bindir 2>/dev/null)" /usr/lib/postgresql/*/bin; do \
+		if command -v "$$bindir/initdb" >/dev/null && command -v "$$bindir/pg_ctl" >/dev/null; then pg=1; fi; \
+	done; \
+	[ -n "$$pg" ] || missing="$$missing postgresql"; \
+	[ -z "$$missing" ] && exit 0; \
+	command -v apt-get >/dev/null || { echo "missing:$$missing, and no apt-get to install them" >&2; exit 1; }; \
+	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	echo "installing Debian's$$missing"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q \
+		&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+
+# The intake comparison of docs/BENCHMARKS.md: the `make run` configuration beside one process, on SQLite and
+# PostgreSQL, the single-intake load from wrk.
+bench: setup compile bench-tools
+	$(PY) -m scripts.bench --compare --wrk --out docs/BENCHMARKS.md
 
 # go-ethereum's geth v1.13.15, the last release that seals Clique blocks, built from source with the Go
 # toolchain on the machine (no newer one downloaded: GOTOOLCHAIN=local) into node/bin/ (not in git); the

@@ -56,6 +56,18 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
 
     app.add_middleware(BodyLimit, limit=body_limit)
 
+    install_error_handlers(app)
+    for module in ROUTERS:
+        app.include_router(module.router)
+    # the pages and /docs, served from the web/ build (last: its fallback takes every other GET)
+    web.install(app)
+    return app
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every refusal as `{"error": {"code", "message"}}` with the catalogue's status (also on the intake
+    workers' app, `api/workers.py`)."""
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return JSONResponse(status_code=exc.status, content=exc.body(request_language(request)), headers=exc.headers)
@@ -76,9 +88,3 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         code = "not_found" if exc.status_code == 404 else "invalid_request"
         body = localize({"error": {"code": code, "message": str(exc.detail)}}, request_language(request))
         return JSONResponse(status_code=exc.status_code, content=body)
-
-    for module in ROUTERS:
-        app.include_router(module.router)
-    # the pages and /docs, served from the web/ build (last: its fallback takes every other GET)
-    web.install(app)
-    return app

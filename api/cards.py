@@ -29,7 +29,7 @@ from limits.strategies import MovingWindowRateLimiter
 from . import db, names
 from .accounts import account_view
 from .errors import ApiError
-from .people import account_of, parse_card_number
+from .people import account_of, administered_person, parse_card_number
 
 if TYPE_CHECKING:
     from .auth import Caller
@@ -207,14 +207,9 @@ def reissue(service: Service, caller: Caller, card_number: str) -> dict[str, Any
     """A new check code for a lost card (signed request of the administrator of the person's district, or
     the city's); the old code stops working. Answered once: only its hash is kept."""
     card_number = parse_card_number(card_number)
-    account = account_of(card_number)
     code = new_check_code()
     with service.sessions() as session, session.begin():
-        person = session.get(db.Person, account)
-        if person is None:
-            raise ApiError("not_found", f"no person with card {card_number}")
-        if not caller.administers(person.district):
-            raise ApiError("forbidden", f"{caller.address} does not administer district {person.district}")
+        person = administered_person(session, caller, card_number)
         person.check_code_hash = hash_check_code(code)
         person.updated_at = time.time()
     return {"cardNumber": card_number, "checkCode": code}

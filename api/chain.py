@@ -335,10 +335,6 @@ class Chain:
             lambda: self.contract.functions.hasRole(role_id, Web3.to_checksum_address(account)).call(block_identifier=block)
         )
 
-    def account_at(self, index: int) -> bytes:
-        """`accountAt(index)`: the account given that index (32 zero bytes when none)."""
-        return bytes(self._rpc(lambda: self.contract.functions.accountAt(index).call()))
-
     def batch_id_of_root(self, root: bytes) -> int:
         return self._rpc(lambda: self.contract.functions.batchIdOfRoot(root).call())
 
@@ -366,14 +362,10 @@ class Chain:
         fn, args = self.contract.decode_function_input(tx["input"])
         return fn.fn_name, args
 
-    def account_at(self, index: int, block: int) -> bytes:
-        """The account holding `index` (PROTOCOL.md section 9) at `block`."""
+    def account_at(self, index: int, block: int | str = "latest") -> bytes:
+        """`accountAt(index)` (PROTOCOL.md section 9) at `block`: the account given that index (32 zero bytes
+        when none)."""
         return bytes(self._rpc(lambda: self.contract.functions.accountAt(index).call(block_identifier=block)))
-
-    def account_balance(self, account: bytes, block: int) -> tuple[int, int]:
-        """(balance, earned) of an account as the chain holds them at `block`."""
-        view = self._rpc(lambda: self.contract.functions.getAccount(account).call(block_identifier=block))
-        return int(view[3]), int(view[4])
 
     # ----- the relayer's transactions (signed and recorded by api/transactions.py) -----------------
 

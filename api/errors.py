@@ -74,6 +74,8 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     # lookups
     "not_found": (404, "no such resource"),
     # the chain
+    # the service's own processes
+    "writer_unavailable": (503, "the order writer is restarting or could not store the orders; try again"),
     "chain_unavailable": (503, "the chain node does not answer; try again"),
     "chain_refused": (502, "the chain node refused the relayer's transaction"),
     "chain_timeout": (504, "the transaction was not mined in time; it may still be"),
@@ -132,6 +134,7 @@ MESSAGES_ZH: dict[str, str] = {
     "account_wrong_kind": "账户类型不符合要求（团体、个人志愿者成员）",
     "account_mismatch": "人员的所属区或类型与链上账户不符",
     "not_found": "没有该资源",
+    "writer_unavailable": "订单写入进程正在重启或未能保存订单，请稍后重试",
     "chain_unavailable": "区块链节点无响应，请稍后重试",
     "chain_refused": "区块链节点拒绝了上链服务的交易",
     "chain_timeout": "交易未能按时打包，稍后可能仍会上链",

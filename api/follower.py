@@ -236,7 +236,7 @@ class Follower:
                 except Exception:
                     continue
                 for index in indexed:
-                    accounts.add(self.chain.account_at(index))
+                    accounts.add(self.chain.account_at(index, int(entry["blockNumber"])))
         block = int(entry["blockNumber"])
         out = {}
         for account in accounts:

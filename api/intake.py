@@ -131,6 +131,23 @@ def prepare(body: Any, *, separator: bytes, settings: Settings, now: float | Non
     return Prepared(order, signature, body["details"], digest, station)
 
 
+def prepare_bulk(body: Any, *, separator: bytes, settings: Settings) -> list[Prepared | ApiError]:
+    """`POST /v1/orders/bulk`: the body's items (at most `bulk_max_items`), each `prepare`d, its refusal in
+    its place. About 0.1 ms an item: callers run it off the event loop."""
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise ApiError("invalid_request", "expected an object with items")
+    if len(items) > settings.bulk_max_items:
+        raise ApiError("too_many_items", f"{len(items)} items, at most {settings.bulk_max_items}")
+    prepared: list[Prepared | ApiError] = []
+    for item in items:
+        try:
+            prepared.append(prepare(item, separator=separator, settings=settings))
+        except ApiError as exc:
+            prepared.append(exc)
+    return prepared
+
+
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Great-circle distance (haversine), metres."""
     p1, p2 = math.radians(lat1), math.radians(lat2)
@@ -468,6 +485,11 @@ class Writer:
         self._queue.put((items, loop, future))
         return await future
 
+    def enqueue(self, items: list[Prepared | ApiError], answer) -> None:
+        """Queues `items`; the writer's thread calls `answer` with their outcomes (or the exception that
+        kept the group from being stored) after the commit (the order channel of `api/channel.py`)."""
+        self._queue.put((items, None, answer))
+
     def _run(self) -> None:
         while not self._stopping:
             first = self._queue.get()
@@ -515,7 +537,12 @@ class Writer:
                 self.on_commit(accepted)
         for index, (_items, loop, future) in enumerate(group):
             value = results if isinstance(results, BaseException) else results[index]
-            if isinstance(value, BaseException):
+            if callable(future):
+                try:
+                    future(value)
+                except Exception:
+                    log.exception("answering a group failed")
+            elif isinstance(value, BaseException):
                 loop.call_soon_threadsafe(_set_exception, future, value)
             else:
                 loop.call_soon_threadsafe(_set_result, future, value)

@@ -109,6 +109,17 @@ def parse_card_number(value: Any) -> str:
     return value
 
 
+def administered_person(session, caller, card_number: str) -> db.Person:
+    """The person of `card_number`, for a change by the administrator of the person's district (or the
+    city's): `not_found` without one, `forbidden` for anyone else."""
+    person = session.get(db.Person, account_of(card_number))
+    if person is None:
+        raise ApiError("not_found", f"no person with card {card_number}")
+    if not caller.administers(person.district):
+        raise ApiError("forbidden", f"{caller.address} does not administer district {person.district}")
+    return person
+
+
 def account_of(card_number: str) -> str:
     """The account id of a card number: keccak256(utf8(cardNumber)) (PROTOCOL.md section 1)."""
     return protocol.to_hex(protocol.account_id(card_number))
@@ -283,11 +294,7 @@ def update_person(service: Service, caller: Caller, card_number: str, body: Any)
         raise ApiError("invalid_request", f"expected an object with some of {', '.join(_UPDATABLE)}")
     account = account_of(card_number)
     with service.sessions() as session, session.begin():
-        person = session.get(db.Person, account)
-        if person is None:
-            raise ApiError("not_found", f"no person with card {card_number}")
-        if not caller.administers(person.district):
-            raise ApiError("forbidden", f"{caller.address} does not administer district {person.district}")
+        person = administered_person(session, caller, card_number)
         mirror = session.get(db.Account, account)
         kind = mirror.kind if mirror is not None else 0  # registration wrote the mirror row (status 0 until on chain)
         for column, value in _fields(body, kind, service.id_hash_key).items():

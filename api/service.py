@@ -4,6 +4,7 @@ look up, proof bundles). Accounts are `api/accounts.py`, people `api/people.py`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import Any
@@ -17,7 +18,7 @@ from .chain import Chain, ChainUnavailable
 from .commands import Commands
 from .errors import ApiError
 from .follower import Follower
-from .intake import Outcome, Writer, prepare
+from .intake import Outcome, Writer, prepare, prepare_bulk
 from .settings import Settings
 from .transactions import TxSender
 from .vocabulary import BatchStatus, OrderStatus
@@ -167,23 +168,10 @@ class Service:
 
     async def submit_bulk(self, body: Any) -> list[Outcome]:
         """Up to `bulk_max_items` orders, each answered as `submit_order` would, in order."""
-        items = body.get("items") if isinstance(body, dict) else None
-        if not isinstance(items, list):
-            raise ApiError("invalid_request", "expected an object with items")
-        if len(items) > self.settings.bulk_max_items:
-            raise ApiError("too_many_items", f"{len(items)} items, at most {self.settings.bulk_max_items}")
-        prepared = await run_in_threadpool(self._prepare_all, items)  # about 0.1 ms an item: off the event loop
+        prepared = await run_in_threadpool(
+            functools.partial(prepare_bulk, body, separator=self.separator, settings=self.settings)
+        )
         return await self.writer.submit(prepared) if prepared else []
-
-    def _prepare_all(self, items: list) -> list:
-        """`prepare` of every bulk item, a refusal in its place."""
-        prepared: list = []
-        for item in items:
-            try:
-                prepared.append(prepare(item, separator=self.separator, settings=self.settings))
-            except ApiError as exc:
-                prepared.append(exc)
-        return prepared
 
     def order_view(self, order_id: str, caller=None) -> dict[str, Any]:
         """The order and its status. Its `details` (locations, notes, confirmation: personal data, PROTOCOL.md

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
+    # Processes: at 2 or more, that many intake workers beside one writer process (api/workers.py); 0 or
+    # 1, everything in one process
+    workers: int = Field(2, ge=0, le=64)
     # the base URL people reach the service at (the QR codes of certificates and cards); default: the request's
     public_url: str | None = None
     # the TrueType font (glyf outlines; a .ttc's first face) embedded, as a subset, in certificate PDFs

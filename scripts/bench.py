@@ -87,14 +87,32 @@ def say(*args: Any) -> None:
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the service's supervisor, writer and intake workers)."""
+    pids, at = [pid], 0
+    while at < len(pids):
+        try:
+            for task in Path(f"/proc/{pids[at]}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+        at += 1
+    return pids
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return float("nan")
-    rest = stat[stat.rfind(")") + 2 :].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+    """User + system CPU seconds of a process (all its threads) and of its descendants alive now, from /proc."""
+    total = 0.0
+    for one in process_tree(pid):
+        try:
+            stat = Path(f"/proc/{one}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            if one == pid:
+                return float("nan")
+            continue
+        rest = stat[stat.rfind(")") + 2 :].split()
+        total += (int(rest[11]) + int(rest[12])) / CLK_TCK
+    return total
 
 
 def machine_busy() -> float:
@@ -115,13 +133,16 @@ def others_cores(seconds: float) -> float:
 
 
 def proc_status_kib(pid: int, key: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except FileNotFoundError:
-        return None
-    return None
+    """A /proc/PID/status figure in KiB, summed over the process and its descendants (VmRSS, VmHWM)."""
+    total = None
+    for one in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total = (total or 0) + int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return total
 
 
 def pct(values: list[float], q: float) -> float:
@@ -530,7 +551,7 @@ def profile_run(pyspy: str, service: "ServiceProcess", raw: Path, orders: list[t
     """Runs the single-intake load over `orders` with py-spy recording the service; returns the summary."""
     requests = [post_request(service.port, "/v1/orders", b) for _, b in orders]
     command = [pyspy, "record", "--pid", str(service.pid), "--rate", str(rate), "--format", "raw", "--threads",
-               "--nonblocking", "--output", str(raw)] + (["--idle"] if idle else [])  # fmt: skip
+               "--subprocesses", "--nonblocking", "--output", str(raw)] + (["--idle"] if idle else [])  # fmt: skip
     log = raw.with_suffix(".log")
     with open(log, "wb") as err:
         spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
@@ -882,7 +903,7 @@ def run(args: argparse.Namespace) -> dict:
         service.stop()
 
         # --- 3 and 5: from the database, with the service stopped
-        report["anchor"] = anchor_latency(service.database, [oid for oid, _ in single])
+        report["anchor"] = anchor_latency(service.base_env["TIMEBANK_DATABASE_URL"], [oid for oid, _ in single])
         a = report["anchor"]
         say(
             f"\n[3] accept-to-anchored (single-intake orders): p50 {a['p50']:.2f} s, p99 {a['p99']:.2f} s, max {a['max']:.2f} s "
@@ -965,7 +986,7 @@ def measure_on(kind: str, args: argparse.Namespace, orders: int, clients: int) -
         drain, drained = wait_drained(client, 300)
         client.close()
         service.stop()
-        anchor = anchor_latency(service.database, [oid for oid, _ in single])
+        anchor = anchor_latency(service.base_env["TIMEBANK_DATABASE_URL"], [oid for oid, _ in single])
         result = {
             "kind": kind, "orders": accepted, "statuses": dict(r.statuses), "errors": r.errors, "wall": r.wall,
             "rate": accepted / r.wall, "p50": pct(r.latencies, 0.50), "p99": pct(r.latencies, 0.99),
@@ -1076,29 +1097,40 @@ def verify_figures(bundles: list[dict], rpc_url: str, contract: str) -> dict:
     return {"fold_rate": fold_rate, "offline_rate": offline_rate, "full_rate": full_rate, "full_ok": ok, "full_n": len(bundles), "depth": depth}
 
 
-def anchor_latency(database: Path, order_ids: list[str]) -> dict:
-    con = sqlite3.connect(database)
+def anchor_latency(database_url: str, order_ids: list[str]) -> dict:
+    """Accept-to-anchored of `order_ids` from the service's database (SQLite or PostgreSQL)."""
+    from sqlalchemy import bindparam, text
+
+    from api.db import make_engine
+
+    engine = make_engine(database_url, writer=False)
+    rows, batch_ids = [], set()
     try:
-        con.execute("CREATE TEMP TABLE ids (id TEXT PRIMARY KEY)")
-        con.executemany("INSERT OR IGNORE INTO ids VALUES (?)", ((i,) for i in order_ids))
-        rows = con.execute(
-            "SELECT o.anchored_at - o.accepted_at, o.batch_id FROM orders o JOIN ids ON o.order_id = ids.id"
-        ).fetchall()
-        counts = con.execute(
-            "SELECT COUNT(*), AVG(b.count) FROM batches b WHERE b.id IN "
-            "(SELECT DISTINCT o.batch_id FROM orders o JOIN ids ON o.order_id = ids.id)"
-        ).fetchone()
+        with engine.connect() as con:
+            query = text("SELECT anchored_at - accepted_at, batch_id, status FROM orders WHERE order_id IN :ids").bindparams(
+                bindparam("ids", expanding=True)
+            )
+            for at in range(0, len(order_ids), 500):
+                rows += con.execute(query, {"ids": order_ids[at : at + 500]}).all()
+            batch_ids = sorted({r[1] for r in rows if r[1] is not None})
+            sizes = []
+            for at in range(0, len(batch_ids), 500):
+                sizes += [c for (c,) in con.execute(
+                    text("SELECT count FROM batches WHERE id IN :ids").bindparams(bindparam("ids", expanding=True)),
+                    {"ids": batch_ids[at : at + 500]},
+                )]
     finally:
-        con.close()
-    latencies = [r[0] for r in rows if r[0] is not None]
+        engine.dispose()
+    latencies = [r[0] for r in rows if r[0] is not None and r[2] == "anchored"]
     return {
         "orders": len(rows),
         "anchored": len(latencies),
+        "statuses": dict(Counter(r[2] for r in rows)),
         "p50": pct(latencies, 0.50),
         "p99": pct(latencies, 0.99),
         "max": max(latencies, default=float("nan")),
-        "batches": counts[0] or 0,
-        "mean_batch": counts[1] or 0.0,
+        "batches": len(sizes),
+        "mean_batch": sum(sizes) / len(sizes) if sizes else 0.0,
     }
 
 
@@ -1237,6 +1269,306 @@ def markdown(report: dict, command: str) -> str:
     return "\n".join(out)
 
 
+# ----- --compare: the `make run` configuration beside one process, on SQLite and PostgreSQL ----------
+
+COMPARE_SECTION = "## Intake: the `make run` configuration beside one process"
+
+# wrk's Lua: each of its threads sends the pre-signed orders of its own file (one JSON body a line), each
+# once, over its connections; once every order of the thread is answered it writes a marker file (the
+# benchmark then stops wrk). A connection with nothing left to send asks for a 400 the worker answers
+# itself (a malformed order id), counted apart.
+WRK_SCRIPT = r"""
+local threads, counter = {}, 1
+function setup(thread)
+  thread:set("id", counter)
+  table.insert(threads, thread)
+  counter = counter + 1
+end
+function init(args)
+  dir = args[1]
+  bodies = {}
+  for line in io.lines(dir .. "/orders-" .. id .. ".txt") do bodies[#bodies + 1] = line end
+  sent, answered, extra, statuses, marked = 0, 0, 0, {}, false
+  headers = {["Content-Type"] = "application/json"}
+end
+function request()
+  if id == 1 and not verified then
+    -- wrk builds one request of its first thread before it connects, to count them; not sent
+    verified = true
+    return wrk.format("POST", "/v1/orders", headers, bodies[1])
+  end
+  if sent >= #bodies then
+    return wrk.format("GET", "/v1/orders/0x00")
+  end
+  sent = sent + 1
+  return wrk.format("POST", "/v1/orders", headers, bodies[sent])
+end
+function response(status, hdrs, body)
+  if status == 400 then
+    extra = extra + 1
+  else
+    answered = answered + 1
+    statuses[tostring(status)] = (statuses[tostring(status)] or 0) + 1
+  end
+  if answered >= #bodies and not marked then
+    marked = true
+    local f = io.open(dir .. "/done-" .. id, "w")
+    f:write("done")
+    f:close()
+  end
+end
+function done(summary, latency, requests)
+  local counts, parts = {}, {}
+  for _, t in ipairs(threads) do
+    for k, v in pairs(t:get("statuses")) do counts[k] = (counts[k] or 0) + v end
+    counts["extra"] = (counts["extra"] or 0) + t:get("extra")
+  end
+  for k, v in pairs(counts) do parts[#parts + 1] = string.format('"%s":%d', k, v) end
+  io.write(string.format('WRK-RESULT {"p50":%d,"p99":%d,"max":%d,"duration":%d,"requests":%d,"counts":{%s}}\n',
+    latency:percentile(50), latency:percentile(99), latency.max, summary.duration, summary.requests,
+    table.concat(parts, ",")))
+end
+"""
+
+
+def run_wrk(port: int, bodies: list[bytes], workdir: Path, *, service_pid: int, anvil_pid: int, connections: int = 32,
+            threads: int = 2, timeout: float = 900.0) -> Load:
+    """The single-intake load with Debian's `wrk` (C, `threads` threads, `connections` connections), each
+    pre-signed order sent once; the figures as `run_load` gives them (latency percentiles from wrk)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError("wrk is not installed: `make bench-tools` installs Debian's wrk")
+    job = Path(tempfile.mkdtemp(prefix="wrk-", dir=workdir))
+    (job / "orders.lua").write_text(WRK_SCRIPT)
+    for t in range(threads):
+        (job / f"orders-{t + 1}.txt").write_bytes(b"\n".join(bodies[t::threads]) + b"\n")
+    command = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{int(timeout)}s", "--timeout", "30s",
+               "-s", str(job / "orders.lua"), f"http://{HOST}:{port}", "--", str(job)]  # fmt: skip
+    result = Load()
+    s0, a0, m0 = cpu_seconds(service_pid), cpu_seconds(anvil_pid), machine_busy()
+    t0 = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client_cpu = 0.0
+    try:
+        while not all((job / f"done-{t + 1}").exists() for t in range(threads)):
+            if process.poll() is not None:
+                result.timed_out = True
+                break
+            try:
+                client_cpu = cpu_seconds(process.pid)
+            except Exception:
+                pass
+            time.sleep(0.01)
+        result.wall = time.perf_counter() - t0
+        result.machine_cpu = machine_busy() - m0
+        result.service_cpu = cpu_seconds(service_pid) - s0
+        result.anvil_cpu = cpu_seconds(anvil_pid) - a0
+        client_cpu = max(client_cpu, cpu_seconds(process.pid) if process.poll() is None else client_cpu)
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=60)[0].decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    result.client_cpu = client_cpu
+    line = next((x for x in output.splitlines() if x.startswith("WRK-RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{output[-2000:]}")
+    figures = json.loads(line[len("WRK-RESULT "):])
+    for key, count in figures["counts"].items():
+        if not key.startswith("extra"):
+            result.statuses[int(key)] += count
+    result.wrk = figures  # type: ignore[attr-defined]
+    return result
+
+
+@dataclass
+class Config:
+    label: str  # "make run", "one process"
+    database: str  # "SQLite", "PostgreSQL"
+    env: dict[str, str]
+
+
+def measure_config(config: Config, args: argparse.Namespace, database_url: str | None) -> dict:
+    """Single intake (the built-in generator, or wrk with --wrk), bulk intake and accept-to-anchored of one
+    configuration, everything started here; afterwards every accepted order must be anchored."""
+    from eth_account import Account
+    from web3 import Web3
+
+    from scripts.compile import load_artifact
+    from scripts.deploy import deploy
+
+    workdir = Path(tempfile.mkdtemp(prefix="timebank-bench-compare-"))
+    (workdir / "deployments").mkdir()
+    anvil: AnvilHandle | None = None
+    service: ServiceProcess | None = None
+    orders = args.orders or (300 if args.quick else 20_000)
+    bulk_orders = args.bulk_orders or (1000 if args.quick else orders)
+    bulk_size = 250 if args.quick else args.bulk_size
+    clients = args.clients or 32
+    try:
+        anvil = start_bench_anvil(workdir / "anvil", args.anvil_arg)
+        w3 = Web3(Web3.HTTPProvider(anvil.url, request_kwargs={"timeout": 60}))
+        city, relayer = Account.from_key(DEV_KEYS[0]), Account.from_key(DEV_KEYS[1])
+        address, _receipt = deploy(w3, load_artifact("TimeBank"), city.key, city.address, relayer.address)
+        env = {**dict(kv.split("=", 1) for kv in args.env), **config.env}
+        if database_url is not None:
+            env["TIMEBANK_DATABASE_URL"] = database_url
+        service = ServiceProcess(anvil.url, address, workdir, "bench", cwd=workdir, **env).start(timeout=120)
+        client = httpx.Client(base_url=service.url, timeout=120)
+        warmup = 500
+        total = warmup + orders + bulk_orders
+        layout = Layout.for_total(total, 128, 32, 4)
+        per_payer = -(-total // 32) * layout.minutes
+        world = register_world(client, 128, 32, 4, grant=per_payer * 2)
+        signed = sign_orders(world, layout, range(total), workers=min(2, os.cpu_count() or 1))
+        if args.block_time > 0:
+            rpc(anvil.url, "evm_setIntervalMining", [args.block_time])
+        load = dict(service_pid=service.pid, anvil_pid=anvil.pid)
+        run_load(service.port, [post_request(service.port, "/v1/orders", b) for _, b in signed[:warmup]], clients, **load)
+        wait_drained(client, 120)
+        single, bulk = signed[warmup : warmup + orders], signed[warmup + orders :]
+        generator = "wrk" if args.wrk else "built-in"
+        say(f"[{config.database}, {config.label}] intake, single ({generator}): {len(single)} orders, {clients} connections ...")
+        if args.wrk:
+            r = run_wrk(service.port, [b for _, b in single], workdir, connections=clients, timeout=args.phase_timeout, **load)
+            p50, p99, worst = (r.wrk["p50"] / 1e6, r.wrk["p99"] / 1e6, r.wrk["max"] / 1e6)
+        else:
+            r = run_load(service.port, [post_request(service.port, "/v1/orders", b) for _, b in single], clients,
+                         timeout=args.phase_timeout, **load)
+            p50, p99, worst = pct(r.latencies, 0.5), pct(r.latencies, 0.99), max(r.latencies, default=float("nan"))
+        accepted = r.statuses.get(201, 0)
+        result: dict[str, Any] = {
+            "label": config.label, "database": config.database, "env": config.env, "generator": generator,
+            "single": {"orders": accepted, "statuses": dict(r.statuses), "errors": r.errors, "wall": r.wall,
+                       "rate": accepted / r.wall, "p50": p50, "p99": p99, "max": worst,
+                       "service_cores": r.cores(r.service_cpu), "client_cores": r.cores(r.client_cpu),
+                       "anvil_cores": r.cores(r.anvil_cpu), "other_cores": r.others},
+        }
+        s = result["single"]
+        say(f"    {s['rate']:,.0f} orders/s; p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms; statuses {s['statuses']}; "
+            f"service {s['service_cores']:.2f} cores, generator {s['client_cores']:.2f}, anvil {s['anvil_cores']:.2f}, "
+            f"others {s['other_cores']:.2f}")
+        s["drain"], s["drained"] = wait_drained(client, 300)
+        bodies = [b for _, b in bulk]
+        requests = [post_request(service.port, "/v1/orders/bulk", b'{"items":[' + b",".join(bodies[i : i + bulk_size]) + b"]}")
+                    for i in range(0, len(bodies), bulk_size)]
+        say(f"[{config.database}, {config.label}] intake, bulk: {len(bodies)} orders in {len(requests)} requests ...")
+        r = run_load(service.port, requests, args.bulk_clients, ok=(200,), marker=b'"httpStatus":201', timeout=args.phase_timeout, **load)
+        result["bulk"] = b = {"orders": r.counted, "requests": r.requests, "statuses": dict(r.statuses), "wall": r.wall,
+                              "rate": r.counted / r.wall, "p50": pct(r.latencies, 0.5), "p99": pct(r.latencies, 0.99),
+                              "service_cores": r.cores(r.service_cpu), "other_cores": r.others}
+        say(f"    {b['rate']:,.0f} orders/s; request p50 {b['p50'] * 1000:.0f} ms, p99 {b['p99'] * 1000:.0f} ms; "
+            f"service {b['service_cores']:.2f} cores, others {b['other_cores']:.2f}")
+        b["drain"], b["drained"] = wait_drained(client, 300)
+        result["memory_kib"] = proc_status_kib(service.pid, "VmHWM")
+        client.close()
+        service.stop()
+        result["anchor"] = anchor_latency(service.base_env["TIMEBANK_DATABASE_URL"], [oid for oid, _ in single])
+        every = anchor_latency(service.base_env["TIMEBANK_DATABASE_URL"], [oid for oid, _ in single + bulk])
+        result["all"] = {"accepted": s["orders"] + b["orders"], "anchored": every["anchored"], "statuses": every["statuses"]}
+        a = result["anchor"]
+        say(f"    accept-to-anchored p50 {a['p50']:.2f} s, p99 {a['p99']:.2f} s; accepted {result['all']['accepted']}, "
+            f"anchored {every['anchored']} ({every['statuses']})")
+        return result
+    finally:
+        if service is not None:
+            service.stop()
+        if anvil is not None:
+            stop_anvil(anvil)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_compare(args: argparse.Namespace) -> dict:
+    """Every configuration of the comparison in one run: on SQLite, then on PostgreSQL (a cluster started
+    here, scripts/postgres.py, a fresh database per configuration), the `make run` configuration (the
+    service's defaults) beside one process (TIMEBANK_WORKERS=1)."""
+    from scripts import postgres as PG
+
+    configs = [("make run", {}), ("one process", {"TIMEBANK_WORKERS": "1"})]
+    report: dict[str, Any] = {"machine": machine(), "code": args.code_label or code_label(), "block_time": args.block_time,
+                              "busy_before": others_cores(2.0), "results": []}
+    for label, env in configs:
+        report["results"].append(measure_config(Config(label, "SQLite", env), args, None))
+    if args.no_postgres:
+        return report
+    cluster = Path(tempfile.mkdtemp(prefix="timebank-bench-pg-"))
+    cluster.chmod(0o755)  # run as root, the server runs as `postgres`, who must reach its directory
+    handle = PG.start_postgres(cluster / "pg", throwaway=True)
+    try:
+        for n, (label, env) in enumerate(configs):
+            name = f"bench{n}"
+            with PG._connect(handle) as connection:
+                connection.execute(f'CREATE DATABASE "{name}"')
+            report["results"].append(measure_config(Config(label, "PostgreSQL", env), args, handle.url_for(name)))
+    finally:
+        PG.stop_postgres(handle, mode="immediate")
+        shutil.rmtree(cluster, ignore_errors=True)
+    return report
+
+
+def compare_markdown(report: dict, command: str) -> str:
+    m = report["machine"]
+    results = report["results"]
+    generator = results[0]["generator"] if results else "built-in"
+    out = [
+        COMPARE_SECTION,
+        "",
+        f"Code: {report['code']}. Command: `{command}`. Machine: {m['nproc']} CPUs, {m['cpu']}; Python {m['python']}. "
+        f"Date: {time.strftime('%Y-%m-%d')}. Cores busy with other processes just before the start: {report['busy_before']:.2f}.",
+        "",
+        "Each row starts its own Anvil (a block every %d s while measuring), deploys, starts the service as `make run` "
+        "does (`python -m api`, the defaults of its settings, here `TIMEBANK_WORKERS` %s), registers a world (128 "
+        "volunteers, 32 payers, 4 stations) and pre-signs every order. Single intake: %s, 32 connections%s, each order "
+        "sent once. Bulk: items of %d, %d clients. Afterwards every accepted order is checked anchored in the "
+        "service's database." % (
+            report["block_time"], "unset (the `make run` configuration) or 1 (one process)",
+            "Debian's `wrk` (C, 2 threads, a Lua script)" if generator == "wrk" else "the built-in asyncio generator",
+            "" if generator == "wrk" else " (its own CPU is shown)", 250 if report.get("quick") else report.get("bulk_size", 1000),
+            report.get("bulk_clients", 4),
+        ),
+        "",
+        "| database | configuration | single orders/s | p50 / p99 | bulk orders/s | accept-to-anchored p50 / p99 | accepted = anchored | service cores (single) | others' cores |",
+        "|---|---|---:|---|---:|---|---|---:|---:|",
+    ]
+    for r in results:
+        s, b, a, every = r["single"], r["bulk"], r["anchor"], r["all"]
+        out.append(
+            f"| {r['database']} | {r['label']} | {s['rate']:,.0f} | {s['p50'] * 1000:.1f} ms / {s['p99'] * 1000:.1f} ms | "
+            f"{b['rate']:,.0f} | {a['p50']:.2f} s / {a['p99']:.2f} s | "
+            f"{'yes' if every['accepted'] == every['anchored'] else 'NO'} ({every['anchored']:,} of {every['accepted']:,}) | "
+            f"{s['service_cores']:.2f} | {s['other_cores']:.2f} |"
+        )
+    out += ["", "Targets: single ≥ 1,500 orders/s with p99 < 100 ms, bulk ≥ 5,000 orders/s, accept-to-anchored p99 < 3 s.", ""]
+    for r in results:
+        s = r["single"]
+        verdict = [
+            f"single {mark(s['rate'] >= TARGETS['single_rate'])}",
+            f"p99 {mark(s['p99'] < TARGETS['single_p99'])}",
+            f"bulk {mark(r['bulk']['rate'] >= TARGETS['bulk_rate'])}",
+            f"anchored p99 {mark(r['anchor']['p99'] < TARGETS['anchor_p99'])}",
+        ]
+        out.append(f"- {r['database']}, {r['label']}: " + ", ".join(verdict) + f"; single statuses {s['statuses']}, "
+                   f"bulk statuses {r['bulk']['statuses']}, service memory (VmHWM, all processes) "
+                   f"{(r['memory_kib'] or 0) / 1024:.0f} MiB.")
+    out.append("")
+    return "\n".join(out)
+
+
+def write_section(path: Path, heading: str, section: str) -> None:
+    """Writes (or replaces) the section under `heading` of `path`, the rest as it is."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    if heading in text:
+        before, rest = text.split(heading, 1)
+        after = rest.split("\n## ", 1)
+        text = before + section + ("\n## " + after[1] if len(after) > 1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.splitlines()[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -1260,10 +1592,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as Markdown here (e.g. docs/BENCHMARKS.md)")
     parser.add_argument("--network", action="store_true",
                         help="single intake and accept-to-anchored on Anvil and on the four-node Clique network (make geth)")
+    parser.add_argument("--compare", action="store_true",
+                        help="single and bulk intake, the make-run configuration beside one process, on SQLite and PostgreSQL")
+    parser.add_argument("--wrk", action="store_true", help="with --compare: the single-intake load from Debian's wrk")
+    parser.add_argument("--no-postgres", action="store_true", help="with --compare: SQLite only")
     args = parser.parse_args(argv)
     for kv in args.env:
         if "=" not in kv or not kv.startswith("TIMEBANK_"):
             parser.error(f"--env {kv!r}: expected TIMEBANK_NAME=VALUE")
+    if args.compare:
+        report = run_compare(args)
+        report.update(quick=args.quick, bulk_size=args.bulk_size, bulk_clients=args.bulk_clients)
+        section = compare_markdown(report, ("python -m scripts.bench " + shlex.join(argv if argv is not None else sys.argv[1:])).strip())
+        say("\n" + section)
+        if args.out is not None:
+            write_section(args.out, COMPARE_SECTION, section)
+            say(f"wrote the section {COMPARE_SECTION!r} of {args.out}")
+        return 0
     if args.network:
         report = run_network(args)
         if args.out is not None:

@@ -32,10 +32,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from scripts.rpc import Rpc, RpcError
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "node" / "data"
@@ -130,14 +131,12 @@ def anvil_binary() -> str:
 
 
 def rpc(url: str, method: str, params: list | None = None, timeout: float = 5.0):
-    """One JSON-RPC call; returns its result."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}).encode()
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        answer = json.load(response)
-    if "error" in answer:
-        raise ChainError(f"{method}: {answer['error']}")
-    return answer["result"]
+    """One JSON-RPC call (`scripts/rpc.py`); returns its result. ChainError for the node's error, an OSError
+    when it does not answer."""
+    try:
+        return Rpc(url, timeout).call(method, *(params or []))
+    except RpcError as exc:
+        raise ChainError(str(exc)) from None
 
 
 def free_port() -> int:

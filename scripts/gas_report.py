@@ -21,12 +21,10 @@ divided by the accounts the batch touches.
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from api import protocol as P
 from scripts.chain import DEV_KEYS, free_port, start_anvil, stop_anvil
 from scripts.compile import load_artifact
 from scripts.deploy import deploy
+from scripts.rpc import Rpc
 
 DISTRICT = 320102
 SIZES = (1, 16, 64, 256, 1024)
@@ -49,32 +48,6 @@ WARM_BALANCE = 60  # minutes granted to every volunteer beforehand
 COMMAND_GAS = 300_000
 RPC_BATCH = 200
 POOL_CHUNK = 500
-
-
-class Rpc:
-    """Plain JSON-RPC over HTTP, with batches (thousands of setup transactions in seconds)."""
-
-    def __init__(self, url: str):
-        self.url = url
-        self._id = 0
-
-    def batch(self, calls: list[tuple[str, list]]) -> list:
-        results = []
-        for start in range(0, len(calls), RPC_BATCH):
-            chunk = calls[start : start + RPC_BATCH]
-            body = []
-            for method, params in chunk:
-                self._id += 1
-                body.append({"jsonrpc": "2.0", "id": self._id, "method": method, "params": params})
-            request = urllib.request.Request(self.url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-            with urllib.request.urlopen(request, timeout=120) as response:
-                answers = {a["id"]: a for a in json.load(response)}
-            for item in body:
-                answer = answers[item["id"]]
-                if "error" in answer:
-                    raise RuntimeError(f"{item['method']}: {answer['error']}")
-                results.append(answer["result"])
-        return results
 
 
 @dataclass
@@ -108,30 +81,30 @@ class Chain:
         # and its pool silently drops transactions past a few thousand.
         hashes: list[str] = []
         receipts: list[dict] = []
-        self.rpc.batch([("evm_setAutomine", [False])])
+        self.rpc.batch([("evm_setAutomine", [False])], chunk=RPC_BATCH)
         try:
             for start in range(0, len(txs), POOL_CHUNK):
                 chunk = txs[start : start + POOL_CHUNK]
-                sent = self.rpc.batch([("eth_sendTransaction", [tx]) for tx in chunk])
+                sent = self.rpc.batch([("eth_sendTransaction", [tx]) for tx in chunk], chunk=RPC_BATCH)
                 for attempt in range(3):
                     for _ in range(len(chunk) + 1):
                         status = self.rpc.batch([("txpool_status", [])])[0]
                         if int(status["pending"], 16) == 0:
                             break
-                        self.rpc.batch([("evm_mine", [])])
-                    got = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in sent])
+                        self.rpc.batch([("evm_mine", [])], chunk=RPC_BATCH)
+                    got = self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in sent], chunk=RPC_BATCH)
                     lost = [i for i, r in enumerate(got) if r is None]
                     if not lost:
                         break
                     # Anvil now and then drops one from a burst, which leaves the later nonces queued: send
                     # the dropped ones again (same nonce, same hash)
-                    again = self.rpc.batch([("eth_sendTransaction", [chunk[i]]) for i in lost])
+                    again = self.rpc.batch([("eth_sendTransaction", [chunk[i]]) for i in lost], chunk=RPC_BATCH)
                     for i, h in zip(lost, again):
                         sent[i] = h
                 hashes += sent
                 receipts += got
         finally:
-            self.rpc.batch([("evm_setAutomine", [True])])
+            self.rpc.batch([("evm_setAutomine", [True])], chunk=RPC_BATCH)
         if any(r is None for r in receipts):
             raise RuntimeError(f"{sum(r is None for r in receipts)} transactions were not mined")
         failed = [r["transactionHash"] for r in receipts if int(r["status"], 16) != 1]
@@ -187,7 +160,7 @@ def setup(url: str, volunteers: int, payers: int) -> tuple[Chain, list[bytes], l
     address, _ = deploy(w3, artifact, city.key, city.address, relayer.address)
     contract = w3.eth.contract(address=address, abi=artifact["abi"])
     chain = Chain(
-        w3, Rpc(url), contract, bytes(city.key), relayer.address, P.domain_separator(w3.eth.chain_id, address), {}
+        w3, Rpc(url, timeout=120), contract, bytes(city.key), relayer.address, P.domain_separator(w3.eth.chain_id, address), {}
     )
 
     station_key = secrets.token_bytes(32)

@@ -72,6 +72,8 @@ from eth_hash.auto import keccak
 from api import protocol
 from api.bundles import BATCH_FORMAT, Bundle, Listing, amounts_of, parse_bundle, parse_listing, recompute_inclusion, recompute_signer
 from api.protocol import DELTA_SIZE, Amounts, ProtocolError, unpack_deltas
+from scripts.rpc import Rpc as BaseRpc
+from scripts.rpc import RpcError, RpcUnavailable
 
 EXIT_MALFORMED = 6
 EXIT_USAGE = 64
@@ -169,40 +171,8 @@ def _show(value: Any) -> str | None:
 # ----- JSON-RPC -----------------------------------------------------------------------------------
 
 
-class RpcUnavailable(Exception):
-    """The endpoint could not be reached or did not answer JSON-RPC."""
-
-
-class RpcError(Exception):
-    """The endpoint answered with a JSON-RPC error object."""
-
-
-class Rpc:
-    """The few JSON-RPC calls the verifier needs."""
-
-    def __init__(self, url: str, timeout: float = 10.0):
-        self.url = url
-        self.timeout = timeout
-        self._id = 0
-
-    def call(self, method: str, *params: Any) -> Any:
-        self._id += 1
-        body = json.dumps({"jsonrpc": "2.0", "id": self._id, "method": method, "params": list(params)}).encode()
-        request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                reply = json.loads(response.read())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise RpcUnavailable(f"{method} at {self.url}: {exc}") from None
-        if not isinstance(reply, dict):
-            raise RpcUnavailable(f"{method} at {self.url}: not a JSON-RPC response")
-        if reply.get("error") is not None:
-            error = reply["error"]
-            message = error.get("message") if isinstance(error, dict) else error
-            raise RpcError(f"{method}: {message}")
-        if "result" not in reply:
-            raise RpcUnavailable(f"{method} at {self.url}: no result in response")
-        return reply["result"]
+class Rpc(BaseRpc):
+    """The few JSON-RPC calls the verifier needs (`scripts/rpc.py`), and views decoded."""
 
     def eth_call(self, to: bytes, signature: str, arg_types: Sequence[str], args: Sequence[Any],
                  out_types: Sequence[str]) -> tuple:

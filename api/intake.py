@@ -535,6 +535,10 @@ class Writer:
             accepted = sum(1 for r in results for o in r if o.http_status == 201)
             if accepted:
                 self.on_commit(accepted)
+        self._answer(group, results)
+
+    @staticmethod
+    def _answer(group: list, results: list[list[Outcome]] | BaseException) -> None:
         for index, (_items, loop, future) in enumerate(group):
             value = results if isinstance(results, BaseException) else results[index]
             if callable(future):
@@ -547,14 +551,13 @@ class Writer:
             else:
                 loop.call_soon_threadsafe(_set_result, future, value)
 
-    @staticmethod
-    def _refuse_rebuilding(group: list) -> None:
+    @classmethod
+    def _refuse_rebuilding(cls, group: list) -> None:
         """While the mirror is rebuilt after a chain reset it lacks stations, accounts, links and balances
         the chain holds: no order can be checked against it, and each is answered 503 mirror_rebuilding
         (sent again a few seconds later it is checked), never refused as if its station were unknown."""
         refusal = _refusal(ApiError("mirror_rebuilding"))
-        for items, loop, future in group:
-            loop.call_soon_threadsafe(_set_result, future, [refusal if isinstance(i, Prepared) else _refusal(i) for i in items])
+        cls._answer(group, [[refusal if isinstance(i, Prepared) else _refusal(i) for i in items] for items, _, _ in group])
 
 
 class _Rebuilding(Exception):

@@ -261,7 +261,8 @@ def foreign_batches(database_url: str, rpc_url: str, contract: str, apis: Sequen
                     timeout: float = 30.0) -> tuple[list[int], list[Finding], list[int]]:
     """The chain's batches this database does not hold (another service's, or a relayer's own), checked
     when a service given in `apis` lists them (`timebank-verify --batch`): (their ids, findings of those that
-    fail the check or were challenged on chain, ids no service listed: unchecked)."""
+    fail the check, and of every batch, this service's too, a challenge proved faulty on chain; ids no service
+    listed: unchecked)."""
     rpc = Rpc(rpc_url, timeout)
     contract_raw = protocol.parse_address(contract.lower(), "contract")
     (count,) = rpc.eth_call(contract_raw, "batchCount()", [], [], ["uint64"])
@@ -276,10 +277,11 @@ def foreign_batches(database_url: str, rpc_url: str, contract: str, apis: Sequen
     foreign = [i for i in range(1, count + 1) if i not in known]
     findings: list[Finding] = []
     unlisted: list[int] = []
-    for batch_id in foreign:
+    for batch_id in range(1, count + 1):  # this service's own batches too
         (challenged,) = rpc.eth_call(contract_raw, "isBatchChallenged(uint64)", ["uint64"], [batch_id], ["bool"])
         if challenged:
             findings.append(Finding("chain", f"batch {batch_id}", "challenged", "a challenge proved this batch faulty on chain"))
+    for batch_id in foreign:
         for api in apis:
             try:
                 listing = fetch_listing(api, batch_id, timeout)
@@ -347,9 +349,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"the chain holds {len(foreign)} batches this database does not: {_ids(foreign)}; "
                   + (f"{len(unlisted)} listed by no service given (--api), not checked: {_ids(unlisted)}" if unlisted
                      else "each checked against its service's listing"))
-        print(f"{orders} orders and {batches} anchored batches checked: "
-              + ("every row matches what was anchored" if not rows else f"{len(rows)} rows differ from what was anchored")
-              + (f", and {len(foreign)} batches of the chain are not this service's" if foreign else ""))
+        if not rows:
+            verdict = ("every row matches what was anchored" if not foreign else
+                       f"the rows of this database match what was anchored, but the chain holds {len(foreign)} batches it does not")
+        else:
+            verdict = f"{len(rows)} rows differ from what was anchored"
+        print(f"{orders} orders and {batches} anchored batches checked: {verdict}")
     if rows:
         return EXIT_DIFFERS
     return EXIT_UNCHECKED if unlisted else EXIT_CLEAN

@@ -37,7 +37,7 @@ from scripts.chain import DEV_KEYS, free_port, start_anvil, stop_anvil
 from scripts.compile import load_artifact
 from scripts.deploy import deploy
 from scripts.verify_proof import verify_bundle
-from tests.utils.api_world import World, make_world
+from tests.utils.api_world import HOME, World, make_world, set_location
 from tests.utils.process import RpcProxy, ServiceProcess
 
 CITY = Account.from_key(DEV_KEYS[0])
@@ -455,6 +455,9 @@ def test_payer_spent_by_another_service_rejects_one_side(chain, world, services)
     va, vb = world.new_account(1), world.new_account(1)
     b = services("b", TIMEBANK_BATCH_MAX_WAIT_SECONDS=3, TIMEBANK_RELAYER_KEY=SECOND_RELAYER.key.to_0x_hex()).start()
     b.wait_followed(chain.w3.eth.block_number)
+    # the elderly person's registered location is off chain, in each service's own database: b learns it too
+    set_location(bind(world, b).admin, payer, HOME)
+    bind(world, a)
     batches_before = chain.batch_count()
 
     (on_a,) = post_bulk(a, [world.terminal.order(va, payer, payer, minutes=70)])

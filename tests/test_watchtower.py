@@ -22,7 +22,7 @@ import pytest
 from web3 import Web3
 
 from api import protocol as P
-from scripts import watchtower
+from scripts import audit_sweep, watchtower
 from scripts.chain import free_port, start_anvil, stop_anvil
 from scripts.deploy import deploy
 from tests.utils import chain as C
@@ -307,3 +307,20 @@ def test_follower_goes_on_past_junk_and_the_role_lost(cheat):
     assert wait_anchored(client, body["order"]["orderId"])["status"] == "anchored"
     assert client.get("/v1/health").json()["anchoring"] is True
     assert client.get("/v1/health").json()["followerProblems"] == 0  # all of it was the contract's own
+
+
+def test_audit_sweep_names_the_chain_batches_the_service_does_not_know(env, capsys):
+    """The cheater's batches are on the chain and not in the service's database: the sweep does not say
+    every row matches; without their listings it cannot check them (3), with them the faulty ones fail (1)."""
+    base = ["--database-url", env.service.settings.database_url, "--rpc-url", env.anvil.url, "--contract", env.address,
+            "--no-progress"]
+    challenged = sorted({f["batchId"] for f in findings(env) if f["kind"] == "challenged" and "challengeBatch" in f["message"]})
+    assert len(challenged) == 3
+    assert audit_sweep.main(base) == audit_sweep.EXIT_DIFFERS  # the challenged ones, proven faulty on chain
+    out = capsys.readouterr().out
+    assert "every row matches" not in out and "batches this database does not" in out and "not checked" in out
+    for batch_id in challenged:
+        assert f"chain batch {batch_id}: challenged" in out
+    assert audit_sweep.main([*base, "--api", env.listings.url]) == audit_sweep.EXIT_DIFFERS
+    out = capsys.readouterr().out
+    assert "chain batch 3: orders[1]" in out  # the forged signature (batch 3) fails its check

@@ -98,6 +98,7 @@ class Batcher:
         self._last_sent: dict[int, float] = {}  # transaction id -> when it was last broadcast
         self.on_change = lambda **changed: None  # told the accounts whose orders were rejected
         self.paused: str | None = None  # why no batch is made (the relayer lost RELAYER_ROLE), else None
+        self.rebuilding = lambda: False  # whether the mirror is being rebuilt after a chain reset (no batch meanwhile)
 
     # ----- loop -----------------------------------------------------------------------------------
 
@@ -217,6 +218,8 @@ class Batcher:
         """Makes and sends one batch when one is due; returns whether it did."""
         if self.paused is not None:
             return False  # orders stay accepted until the role is granted again
+        if self.rebuilding():
+            return False  # the mirror lacks the chain's accounts and their indexes until it is rebuilt
         queued = (db.Order.status == OrderStatus.ACCEPTED, db.Order.batch_id.is_(None))
         with self.reads() as session:
             in_flight = session.scalar(

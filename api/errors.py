@@ -79,6 +79,7 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "chain_unavailable": (503, "the chain node does not answer; try again"),
     "chain_refused": (502, "the chain node refused the relayer's transaction"),
     "chain_timeout": (504, "the transaction was not mined in time; it may still be"),
+    "mirror_rebuilding": (503, "the chain lost blocks and the service is rebuilding its copy of the chain's state; send the order again in a few seconds"),
     # card look-ups and voice confirmations
     "too_many_requests": (429, "too many failed look-ups (or ID-number checks) from this client or signer; wait and try again"),
     "recording_mismatch": (422, "the recording's keccak256 is not the one the order's details confirm"),
@@ -137,6 +138,7 @@ MESSAGES_ZH: dict[str, str] = {
     "chain_unavailable": "区块链节点无响应，请稍后重试",
     "chain_refused": "区块链节点拒绝了上链服务的交易",
     "chain_timeout": "交易未能按时打包，稍后可能仍会上链",
+    "mirror_rebuilding": "区块链丢失了区块，服务正在重建链上状态副本，请几秒后重新提交订单",
     "too_many_requests": "本客户端查询失败次数过多，请稍后再试",
     "request_replayed": "该签名请求（其随机数）已使用过，不能重放：请重新签名",
     "recipient_other_district": "服务对象不是本订单所在区的账户",

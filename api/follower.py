@@ -50,6 +50,10 @@ class Follower:
         self.on_change = lambda **changed: None
         # called when the chain lost blocks, before the mirror is rebuilt (lost commands are sent again)
         self.on_reset = lambda: None
+        # after a reset, the block the mirror is being rebuilt up to (None when not rebuilding): until it
+        # is reached the mirror lacks stations, accounts, links and balances the chain holds, so intake
+        # answers 503 mirror_rebuilding and the batcher waits (both read `rebuilding`)
+        self.rebuilding_to: int | None = None
         # this service's relayer: a challenge or the city administrator taking or granting its role is told
         # to on_role(holds, why)
         self.relayer: str | None = None
@@ -88,6 +92,10 @@ class Follower:
             if not applied:
                 self._stop.wait(self.poll_interval)
 
+    @property
+    def rebuilding(self) -> bool:
+        return self.rebuilding_to is not None
+
     def wait_followed(self, block: int, timeout: float) -> bool:
         """Waits until the mirror has applied `block`; False after `timeout` seconds."""
         deadline = time.monotonic() + timeout
@@ -119,11 +127,16 @@ class Follower:
             state = self.cursor(session)
             cursor, cursor_hash = (state.block_number, state.block_hash) if state else (self.start_block - 1, "0x")
         if cursor > head or (cursor_hash != "0x" and self.chain.block_hash(cursor) != cursor_hash):
+            self.rebuilding_to = target
             self.on_reset()
             with self.sessions() as session, session.begin():
                 self._chain_reset(session, self.cursor(session))
             self.on_change(everything=True)
             return 0
+        if self.rebuilding_to is not None and cursor >= self.rebuilding_to:
+            log.warning("mirror rebuilt up to block %s", cursor)
+            self.rebuilding_to = None
+            self.on_change(everything=True)
         if target <= cursor:
             return 0
         to_block = min(target, cursor + MAX_RANGE)
@@ -241,8 +254,9 @@ class Follower:
         TxSender.dropped(session, self.chain.block_number())
         for table in (db.Station, db.District, db.Auditor, db.AccountLink):
             session.execute(table.__table__.delete())
-        # accounts keep their off-chain profile; the chain's part is rebuilt from the events
-        session.execute(update(db.Account).values(status=0, balance=0, earned=0))
+        # accounts keep their off-chain profile; the chain's part is rebuilt from the events, the account
+        # index too: an account the chain lost has none, and its old index may now be another account's
+        session.execute(update(db.Account).values(status=0, balance=0, earned=0, chain_index=None))
         state.block_number = self.start_block - 1
         state.block_hash = "0x"
         lost = session.scalars(select(db.Batch).where(db.Batch.status.in_((BatchStatus.ANCHORED, BatchStatus.SENT)))).all()

@@ -469,6 +469,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="order-writer", daemon=True)
         self._stopping = False
         self.on_commit = None  # called with the number of orders accepted by each commit
+        self.rebuilding = lambda: False  # whether the mirror is being rebuilt after a chain reset (orders answered 503)
 
     def start(self) -> None:
         self._thread.start()
@@ -510,15 +511,22 @@ class Writer:
 
     def _write(self, group: list) -> None:
         results: list[list[Outcome]] | BaseException
+        if self.rebuilding():
+            return self._refuse_rebuilding(group)
         self.cache.refresh()
         try:
             with self.sessions() as session:
                 with session.begin():
                     flat = store_group(session, [item for items, _, _ in group for item in items], self.settings, self.cache)
+                    if self.rebuilding():  # a chain reset began meanwhile: the checks may have read a mirror being emptied
+                        raise _Rebuilding
             results, at = [], 0
             for items, _, _ in group:
                 results.append(flat[at : at + len(items)])
                 at += len(items)
+        except _Rebuilding:  # rolled back: nothing of the group is stored
+            self.cache.clear()
+            return self._refuse_rebuilding(group)
         except BaseException as exc:  # the database failed: nothing of the group is stored
             log.exception("order write failed")
             self.cache.clear()
@@ -527,6 +535,10 @@ class Writer:
             accepted = sum(1 for r in results for o in r if o.http_status == 201)
             if accepted:
                 self.on_commit(accepted)
+        self._answer(group, results)
+
+    @staticmethod
+    def _answer(group: list, results: list[list[Outcome]] | BaseException) -> None:
         for index, (_items, loop, future) in enumerate(group):
             value = results if isinstance(results, BaseException) else results[index]
             if callable(future):
@@ -538,6 +550,18 @@ class Writer:
                 loop.call_soon_threadsafe(_set_exception, future, value)
             else:
                 loop.call_soon_threadsafe(_set_result, future, value)
+
+    @classmethod
+    def _refuse_rebuilding(cls, group: list) -> None:
+        """While the mirror is rebuilt after a chain reset it lacks stations, accounts, links and balances
+        the chain holds: no order can be checked against it, and each is answered 503 mirror_rebuilding
+        (sent again a few seconds later it is checked), never refused as if its station were unknown."""
+        refusal = _refusal(ApiError("mirror_rebuilding"))
+        cls._answer(group, [[refusal if isinstance(i, Prepared) else _refusal(i) for i in items] for items, _, _ in group])
+
+
+class _Rebuilding(Exception):
+    """A chain reset began while a group of orders was being checked: the group is rolled back."""
 
 
 def _set_result(future: asyncio.Future, value: Any) -> None:

@@ -58,6 +58,7 @@ class Service:
         self.writer.cache.links_enforced = any(e.get("name") == "AccountsLinked" for e in self.chain.abi)
         self.commands = Commands(self)
         self.follower.on_reset = self.commands.chain_lost_blocks
+        self.writer.rebuilding = self.batcher.rebuilding = lambda: self.follower.rebuilding
         self.batcher.on_change = self.writer.cache.invalidate
         self.follower.after_step = self._followed
         self.follower.relayer = self.sender.address
@@ -148,6 +149,7 @@ class Service:
             "databaseOk": database_ok,
             "ordersWaiting": waiting,
             "followedBlock": self.follower.applied_block(),
+            "mirrorRebuilding": self.follower.rebuilding,
             "anchoring": self.batcher.paused is None,
             "anchoringStopped": self.batcher.paused,
             "followerProblems": self.follower.problem_count,

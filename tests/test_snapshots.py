@@ -205,6 +205,7 @@ def _power_cuts(tmp_path: Path, moments: list[str]) -> None:
         accepted: list[str] = []
         acknowledged: list[tuple[str, str, int]] = []  # (txHash of the Grant, account, minutes)
         refused: list[str] = []  # orders refused (not accepted: nothing promised)
+        uncertain: list[str] = []  # requests that got no answer (a connection the server closed under load)
 
         def orders() -> None:
             with httpx.Client(base_url=proc.url, timeout=30) as client:
@@ -212,7 +213,11 @@ def _power_cuts(tmp_path: Path, moments: list[str]) -> None:
                 while not stop.is_set():
                     items = [w.terminal.order(volunteers[(i + k) % 3], elder, elder, minutes=5) for k in range(8)]
                     i += 8
-                    results = client.post("/v1/orders/bulk", json={"items": items}).json()["results"]
+                    try:
+                        results = client.post("/v1/orders/bulk", json={"items": items}).json()["results"]
+                    except httpx.TransportError as exc:  # no answer: nothing acknowledged (the orders are not counted)
+                        uncertain.append(f"orders: {type(exc).__name__}: {exc}")
+                        continue
                     accepted.extend(r["orderId"] for r in results if r["httpStatus"] == 201)
                     refused.extend(r["error"]["code"] for r in results if r["httpStatus"] != 201)
                     time.sleep(0.05)
@@ -221,11 +226,16 @@ def _power_cuts(tmp_path: Path, moments: list[str]) -> None:
             admin = type(w.admin)(w.admin.key, httpx.Client(base_url=proc.url, timeout=30), w.domain, secrets.randbits(40))
             while not stop.is_set():
                 _number, account = card(f"NJ-{DISTRICT}")
-                if admin.command("RegisterAccount", account=account, district=DISTRICT, kind=2).status_code != 200:
-                    time.sleep(0.2)  # not acknowledged (the chain was down): nothing promised
+                try:
+                    registered = admin.command("RegisterAccount", account=account, district=DISTRICT, kind=2)
+                    if registered.status_code != 200:
+                        time.sleep(0.2)  # not acknowledged (the chain was down): nothing promised
+                        continue
+                    minutes = random.randint(1, 600)
+                    answer = admin.command("Grant", account=account, minutes=minutes, reason=2)
+                except httpx.TransportError as exc:  # no answer: not acknowledged, nothing promised
+                    uncertain.append(f"commands: {type(exc).__name__}: {exc}")
                     continue
-                minutes = random.randint(1, 600)
-                answer = admin.command("Grant", account=account, minutes=minutes, reason=2)
                 if answer.status_code == 200:
                     acknowledged.append((answer.json()["txHash"], account, minutes))
                 time.sleep(0.1)
@@ -274,8 +284,9 @@ def _power_cuts(tmp_path: Path, moments: list[str]) -> None:
         for t in workers:
             t.join(60)
         # While the service rebuilds its mirror after a rollback (the chain's events from the deployment
-        # block on), a station or account may not be in it yet: those orders are refused, never accepted.
-        assert set(refused) <= {"station_unknown", "unknown_account", "account_not_active"}, Counter(refused)
+        # block on), orders are answered 503 mirror_rebuilding (to be sent again), never accepted, and never
+        # refused as if their station or accounts were unknown.
+        assert set(refused) <= {"mirror_rebuilding"}, Counter(refused)
         assert len(accepted) > 50 and len(acknowledged) >= 2 * len(moments), (len(accepted), len(acknowledged))
 
         views = wait_until(lambda: anchored_on_chain(chain, proc, accepted), 120, "every accepted order anchored", proc)
@@ -288,7 +299,7 @@ def _power_cuts(tmp_path: Path, moments: list[str]) -> None:
             assert (kind, status, balance) == (2, 1, minutes), (account, view)
         health = proc.health()
         assert (health["commandsLost"], health["commandsResending"]) == (0, 0), health
-        print("power cuts:", *kills, f"orders accepted {len(accepted)}, refused {Counter(refused)}", sep="\n  ")
+        print("power cuts:", *kills, f"orders accepted {len(accepted)}, refused {Counter(refused)}, unanswered {uncertain[:3]}", sep="\n  ")
         log = proc.log_tail(100_000)
         print("commands sent again:", log.count("sent again:"), "; chain resets:", log.count("chain reset detected"))
     finally:

@@ -140,6 +140,7 @@ NETWORK_RPC_URL = $(shell $(PY) -c 'from scripts import network as n; print(n.lo
 run: setup compile web fonts network
 	@echo "on the Clique network (it stays up until make network-stop); starting the API"
 	@TIMEBANK_RPC_URL=$${TIMEBANK_RPC_URL:-$(NETWORK_RPC_URL)} TIMEBANK_CONFIRMATIONS=$${TIMEBANK_CONFIRMATIONS:-3} \
+		TIMEBANK_ID_HASH_KEY=$${TIMEBANK_ID_HASH_KEY:-$$($(PY) -c 'from scripts.network import id_hash_key; print(id_hash_key())')} \
 		TIMEBANK_RELAYER_KEY=$${TIMEBANK_RELAYER_KEY:-$$($(PY) -c 'from scripts.network import RELAYER_KEY; print(RELAYER_KEY)')} \
 		$(PY) -m api
 else

@@ -963,7 +963,7 @@ def measure_on(kind: str, args: argparse.Namespace, orders: int, clients: int) -
             N.start(net)
             address = N.deploy(net, records_dir=workdir / "deployments", say=lambda *_: None)["address"]
             rpc_url, chain_pid = net.rpc_url, net.nodes[0].pid()
-            extra_env = {"TIMEBANK_RELAYER_KEY": N.RELAYER_KEY, "TIMEBANK_CONFIRMATIONS": "3", **extra_env}
+            extra_env = {"TIMEBANK_RELAYER_KEY": N.RELAYER_KEY, "TIMEBANK_CONFIRMATIONS": "3", "TIMEBANK_ID_HASH_KEY": secrets.token_hex(32), **extra_env}
         service = ServiceProcess(rpc_url, address, workdir, "bench", cwd=workdir, **extra_env).start()
         client = httpx.Client(base_url=service.url, timeout=120)
         warmup = 200

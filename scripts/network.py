@@ -390,6 +390,17 @@ def heal(nodes: list[Node], timeout: float = 120.0, full_mesh: float = 45.0) -> 
         time.sleep(5.0)
 
 
+def id_hash_key(data_dir: Path = DATA_DIR) -> str:
+    """The ID numbers' HMAC key of a service on this network (TIMEBANK_ID_HASH_KEY): generated on first use
+    into the network's data directory (mode 0600, never committed), the same afterwards."""
+    path = data_dir / "id-hash-key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def start(network: Network, geth: Path = GETH) -> None:
     for node in network.nodes:
         start_node(node, network.chain_id, geth)

@@ -36,6 +36,9 @@ from web3 import Web3
 
 from scripts import network as N
 from scripts.chain import free_port
+
+#: the ID numbers' HMAC key of the services on the network (required off the development chain 31337)
+ID_HASH_KEY = secrets.token_hex(32)
 from scripts.compile import load_artifact
 from scripts.verify_proof import verify_bundle
 from tests.utils.api_world import OTHER_DISTRICT, World, link, make_world
@@ -120,7 +123,7 @@ def services(tmp_path, net):
         env.setdefault("TIMEBANK_CONFIRMATIONS", CONFIRMATIONS)
         env.setdefault("TIMEBANK_TX_TIMEOUT_SECONDS", 90)
         proc = ServiceProcess(rpc_url or net.network.rpc_url, net.address, tmp_path / name, name,
-                              TIMEBANK_RELAYER_KEY=key, **env)
+                              TIMEBANK_RELAYER_KEY=key, TIMEBANK_ID_HASH_KEY=ID_HASH_KEY, **env)
         made.append(proc)
         return proc
 
@@ -134,7 +137,8 @@ def world(net, tmp_path_factory):
     """Two districts, their admins and stations, registered through a service that is then stopped (one
     relayer key is never used by two running services)."""
     proc = ServiceProcess(net.network.rpc_url, net.address, tmp_path_factory.mktemp("world"), "world",
-                          TIMEBANK_RELAYER_KEY=RELAYER_KEY, TIMEBANK_CONFIRMATIONS=1)
+                          TIMEBANK_RELAYER_KEY=RELAYER_KEY, TIMEBANK_CONFIRMATIONS=1,
+                          TIMEBANK_ID_HASH_KEY=ID_HASH_KEY)
     try:
         proc.start(timeout=60)
         w = make_world(SimpleNamespace(client=proc.client))

@@ -19,7 +19,6 @@ import json
 import math
 import re
 import secrets
-import shutil
 import struct
 import subprocess
 import threading
@@ -45,8 +44,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 DISTRICT = 320102
 HOME = {"lat": 32.05, "lon": 118.79}
 PIN = "246810"
-
-pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="Node is needed for the pages")
 
 
 def _build_web() -> None:

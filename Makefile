@@ -11,6 +11,15 @@ export HARDHAT_DISABLE_TELEMETRY_PROMPT := true
 .PHONY: setup fonts test-tools bench-tools bench compile chain stop status deploy run test test-long clean clean-chain web geth network network-stop network-status clean-network
 .NOTPARALLEL:
 
+# Installs Debian's packages named in the shell variable `missing` (as root, or through sudo); nothing when
+# it is empty. The last step of a recipe that sets `missing`.
+apt_install_missing = [ -z "$$missing" ] && exit 0; \
+	command -v apt-get >/dev/null || { echo "missing:$$missing, and no apt-get to install them" >&2; exit 1; }; \
+	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	echo "installing Debian's$$missing"; \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q \
+		&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+
 # Install and build steps keep their output to themselves unless they fail: `$(call quietly,cmd)`.
 quietly = out=$$(mktemp); if ! { $(1); } >$$out 2>&1; then cat $$out >&2; rm -f $$out; exit 1; fi; rm -f $$out
 
@@ -73,12 +82,7 @@ test-tools: fonts
 	command -v zbarimg >/dev/null || missing="$$missing zbar-tools"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	fc-list :lang=zh 2>/dev/null | grep -q . || missing="$$missing fonts-wqy-microhei"; \
-	[ -z "$$missing" ] && exit 0; \
-	command -v apt-get >/dev/null || { echo "missing:$$missing, and no apt-get to install them" >&2; exit 1; }; \
-	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	echo "installing Debian's$$missing"; \
-	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q \
-		&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+	$(apt_install_missing)
 
 # What the benchmark's comparison needs (`python -m scripts.bench --compare --wrk`): Debian's wrk (the C load
 # generator) and PostgreSQL's server, installed here when missing (as root, or through sudo).
@@ -88,12 +92,7 @@ bench-tools:
 		if command -v "$$bindir/initdb" >/dev/null && command -v "$$bindir/pg_ctl" >/dev/null; then pg=1; fi; \
 	done; \
 	[ -n "$$pg" ] || missing="$$missing postgresql"; \
-	[ -z "$$missing" ] && exit 0; \
-	command -v apt-get >/dev/null || { echo "missing:$$missing, and no apt-get to install them" >&2; exit 1; }; \
-	sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	echo "installing Debian's$$missing"; \
-	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q \
-		&& $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+	$(apt_install_missing)
 
 # The intake comparison of docs/BENCHMARKS.md: the `make run` configuration beside one process, on SQLite and
 # PostgreSQL, the single-intake load from wrk.

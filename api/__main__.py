@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the migrations run at every start
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a worker passing requests to the writer: one line each otherwise
     settings = get_settings()
     if args.role is not None or settings.workers >= 2:
         from . import workers

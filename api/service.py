@@ -42,6 +42,7 @@ class Service:
         db.migrate(settings.database_url)
         self.engine = db.make_engine(settings.database_url)
         self.read_engine = db.make_engine(settings.database_url, writer=False)
+        self.checkpointer = db.Checkpointer(settings.database_url)
         self.sessions = db.session_factory(self.engine)
         self.reads = db.session_factory(self.read_engine)
         self.id_hash_key = settings.id_hash_key_bytes(self.chain_id)
@@ -102,6 +103,7 @@ class Service:
                 pass
         except ChainUnavailable as exc:
             log.warning("chain unavailable at start (%s): the mirror catches up when it returns", exc)
+        self.checkpointer.start()
         self.writer.start()
         self.follower.start()
         self.batcher.start()
@@ -110,6 +112,7 @@ class Service:
         self.follower.stop()
         self.batcher.stop()
         self.writer.stop()
+        self.checkpointer.stop()
         self.engine.dispose()
         self.read_engine.dispose()
 

@@ -41,7 +41,7 @@ from scripts.chain import free_port
 ID_HASH_KEY = secrets.token_hex(32)
 from scripts.compile import load_artifact
 from scripts.verify_proof import verify_bundle
-from tests.utils.api_world import OTHER_DISTRICT, World, link, make_world
+from tests.utils.api_world import HOME, OTHER_DISTRICT, World, link, make_world, set_location
 from tests.utils.process import ServiceProcess
 
 pytestmark = pytest.mark.network
@@ -151,6 +151,12 @@ def bind(world: World, proc: ServiceProcess) -> World:
     for party in (world.city, world.admin, world.other_admin, world.terminal, world.other_terminal):
         party.client = proc.client
     return world
+
+
+def locate_in(proc: ServiceProcess, admin, account: str) -> None:
+    """An elderly person's registered location is the service's own record, not the chain's: a service
+    that takes orders for them must be told it too (here by `admin`, through `proc`)."""
+    set_location(type(admin)(admin.key, proc.client, admin.domain), account, HOME)
 
 
 # ----- load and checks ------------------------------------------------------------------------------------
@@ -424,6 +430,7 @@ def test_two_district_services_killed_under_load_anchor_every_order_once(net, wo
     followed = net.head()
     a.wait_followed(followed, timeout=30)
     b.wait_followed(followed, timeout=30)
+    locate_in(b, world.other_admin, elder_b)
     batches_before = net.batch_count()
     terminal_b = world.other_terminal
     loads = {
@@ -470,6 +477,7 @@ def test_payer_spending_through_both_services_is_never_overdrawn(net, world, ser
     followed = net.head()
     a.wait_followed(followed, timeout=30)
     b.wait_followed(followed, timeout=30)
+    locate_in(b, world.other_admin, recipient_b)
     bodies_a = [world.terminal.order(vol_a, payer, payer, minutes=10) for _ in range(5)]
     link(world.admin, payer, recipient_b)  # served in district B on the payer's hours
     b.wait_followed(net.head(), timeout=30)  # the link is known to the service of district B too

@@ -96,6 +96,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self.max_in_flight = settings.batch_max_in_flight
         self._last_sent: dict[int, float] = {}  # transaction id -> when it was last broadcast
+        self._settled_at = 0.0  # when the transactions in flight were last looked at (settle)
         self.on_change = lambda **changed: None  # told the accounts whose orders were rejected
         self.paused: str | None = None  # why no batch is made (the relayer lost RELAYER_ROLE), else None
         self.rebuilding = lambda: False  # whether the mirror is being rebuilt after a chain reset (no batch meanwhile)
@@ -119,8 +120,11 @@ class Batcher:
                 if not recovered:
                     self.recover()
                     recovered = True
-                self.settle()
-                self.send_lonely()
+                # the receipts at most every poll interval: the batcher also wakes as orders come in
+                if time.monotonic() - self._settled_at >= self.settings.poll_interval_seconds:
+                    self._settled_at = time.monotonic()
+                    self.settle()
+                    self.send_lonely()
                 made = self.step()
             except ChainUnavailable as exc:
                 log.warning("chain unavailable (%s); retrying", exc)
@@ -137,8 +141,8 @@ class Batcher:
     def accepted(self, count: int) -> None:
         """The writer committed `count` new orders: wake up early only when they fill a batch (else the
         batch is made when its oldest order has waited long enough)."""
-        self._queued += count
-        if self._queued >= self.settings.batch_max_orders:
+        before, self._queued = self._queued, self._queued + count
+        if before < self.settings.batch_max_orders <= self._queued:  # once, as they fill it: not at each commit
             self.wake.set()
 
     # ----- steps ----------------------------------------------------------------------------------
@@ -229,6 +233,7 @@ class Batcher:
                 return False
             # whether a batch is due, without loading the orders: a full one, or the oldest waited enough
             waiting, oldest = session.execute(select(func.count(), func.min(db.Order.accepted_at)).where(*queued)).one()
+            self._queued = waiting  # the hint set right (`accepted` wakes the batcher as it crosses a batch)
             if not waiting:
                 return False
             if waiting < self.settings.batch_max_orders and time.time() - oldest < self.settings.batch_max_wait_seconds:

@@ -8,6 +8,7 @@ checked. Bytes values are Python ``bytes``; on the wire they are 0x-prefixed low
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Any, Iterable, NamedTuple, Sequence
@@ -350,10 +351,48 @@ def address_of(private_key: bytes) -> bytes:
 # ----- details, accounts --------------------------------------------------------------------------
 
 
+_SAFE_INTEGER = 2**53 - 1
+
+
+def _plain(value: Any) -> bool:
+    """Whether the standard library's `json.dumps` (sorted keys, no spaces, UTF-8) writes `value` byte for
+    byte as RFC 8785 does: ASCII keys (their order is the same in UTF-16 code units), strings without lone
+    surrogates (both escape the same characters, the same way), integers within 2^53, and floats that
+    are not whole numbers between 1e-4 and 1e16 (where Python's shortest repr and ECMAScript's agree,
+    without an exponent). Anything else goes to the rfc8785 library."""
+    kind = type(value)
+    if kind is str:
+        if value.isascii():
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if kind is dict:
+        return all(type(k) is str and k.isascii() and _plain(v) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v) for v in value)
+    if kind is int:
+        return -_SAFE_INTEGER <= value <= _SAFE_INTEGER
+    if kind is float:
+        return 1e-4 <= abs(value) < 1e16 and not value.is_integer()
+    return value is None or kind is bool
+
+
+def canonical_json(value: Any) -> bytes:
+    """RFC 8785 canonical JSON of `value`: the library's (`rfc8785`), or for the plain values orders carry
+    the standard library's C encoder, which writes the same bytes (`_plain`; tests/test_canonical.py
+    checks the two agree) in a tenth of the time."""
+    if _plain(value):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return rfc8785.dumps(value)
+
+
 def details_hash(details: Any) -> bytes:
     """keccak256 of the RFC 8785 canonical JSON of the details object (PROTOCOL.md section 3)."""
     try:
-        return keccak(rfc8785.dumps(details))
+        return keccak(canonical_json(details))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise ProtocolError("malformed_details", f"details: cannot be canonicalised: {exc}") from None
 

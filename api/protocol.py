@@ -384,7 +384,11 @@ def canonical_json(value: Any) -> bytes:
     """RFC 8785 canonical JSON of `value`: the library's (`rfc8785`), or for the plain values orders carry
     the standard library's C encoder, which writes the same bytes (`_plain`; tests/test_canonical.py
     checks the two agree) in a tenth of the time."""
-    if _plain(value):
+    try:
+        plain = _plain(value)
+    except RecursionError:  # nested deeper than Python walks: the library refuses it as it would
+        plain = False
+    if plain:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return rfc8785.dumps(value)
 

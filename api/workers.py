@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import gc
 import errno
 import json
 import logging
@@ -78,6 +79,15 @@ class _Server(uvicorn.Server):
             self._ready()
 
 
+def _quiet_collector() -> None:
+    """What was loaded at start (modules, the ABI, the mirror's caches) moved out of the garbage
+    collector's sight, and its young generation collected less often: its full passes over everything
+    otherwise stop a process for tens of milliseconds under load."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+
+
 # ----- the writer process ---------------------------------------------------------------------------
 
 
@@ -98,6 +108,7 @@ def run_writer(settings: Settings, runtime: Path) -> None:
         timeout_keep_alive=600,
     )
     try:
+        _quiet_collector()
         _Server(config, channel.start).run()  # the channel's socket appears once both listen
     finally:
         channel.stop()
@@ -193,6 +204,7 @@ def run_worker(settings: Settings, runtime: Path, fd: int, index: int) -> None:
     app = create_worker_app(settings, front, runtime / HTTP_SOCKET)
     config = uvicorn.Config(app, loop="uvloop", http="httptools", log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
     ready = runtime / f"worker-{index}.ready"
+    _quiet_collector()
     _Server(config, ready.touch).run(sockets=[listener])
 
 

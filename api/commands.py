@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RELAYED, RESENDING, LOST = CommandStatus.RELAYED, CommandStatus.RESENDING, CommandStatus.LOST
+
+
+class _NotMinedYet(Exception):
+    """A command sent again was not mined within the transaction timeout."""
 LISTED_IN_HEALTH = 20
 REBROADCAST_SECONDS = 5.0
 
@@ -278,6 +282,15 @@ class Commands:
             return
         with self.service.reads() as session:
             waiting = session.scalars(select(db.Command).where(db.Command.status == RESENDING).order_by(db.Command.id)).all()
+            # a command sent again whose transaction is not mined yet (its wait timed out): the ones after
+            # it wait for it, as a Grant waits for its account's registration
+            unmined = session.scalar(
+                select(func.min(db.Command.id))
+                .join(db.Transaction, db.Command.tx_id == db.Transaction.id)
+                .where(db.Command.status == RELAYED, db.Command.resends > 0, db.Transaction.status == TxStatus.SENT)
+            )
+        if waiting and unmined is not None and unmined < waiting[0].id:
+            return
         held = False
         for command in waiting:
             if command.type == "RevokeOrder" and not revocations:
@@ -285,8 +298,8 @@ class Commands:
                 continue
             try:
                 held |= not self._resend(command)
-            except ChainUnavailable:
-                return
+            except (ChainUnavailable, _NotMinedYet):
+                return  # tried again at the next call, from the oldest still waiting
         self.waiting = held
 
     def _resend(self, command: db.Command) -> bool:
@@ -325,8 +338,8 @@ class Commands:
             self._lose(command, f"the node refused its transaction: {str(exc)[:200]}")
             return True
         except TimeoutError:
-            log.warning("command %s sent again as %s, not mined yet", command.tx_hash, row.tx_hash)
-            return True
+            log.warning("command %s sent again as %s, not mined yet: the commands after it wait", command.tx_hash, row.tx_hash)
+            raise _NotMinedYet from None
         if receipt["status"] != 1:
             self._lose(command, f"its transaction {row.tx_hash} reverted")
         else:

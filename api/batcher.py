@@ -102,6 +102,7 @@ class Batcher:
         self.on_change = lambda **changed: None  # told the accounts whose orders were rejected
         self.paused: str | None = None  # why no batch is made (the relayer lost RELAYER_ROLE), else None
         self.rebuilding = lambda: False  # whether the mirror is being rebuilt after a chain reset (no batch meanwhile)
+        self.chain_moved_back = lambda: False  # whether the chain lost blocks the follower has not handled yet
 
     # ----- loop -----------------------------------------------------------------------------------
 
@@ -264,6 +265,11 @@ class Batcher:
                 if revert.name == "TimeBankRootAlreadyAnchored" and self._relink(orders, tree):
                     return True
                 rejected = culprits(revert, orders)
+                if rejected and self.chain_moved_back():
+                    # a chain that lost blocks refuses what it lost (a grant, a registration): the follower
+                    # sends those commands again first; no order is rejected on its word meanwhile
+                    log.warning("batch refused (%s) by a chain that lost blocks: waiting for the follower", revert.name)
+                    return False
                 if not rejected:
                     log.error("batch refused by the contract: %s", revert)
                     return False

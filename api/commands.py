@@ -244,6 +244,7 @@ class Commands:
                 session.execute(
                     update(db.Command).where(db.Command.id.in_(lost)).values(status=RESENDING, updated_at=time.time())
                 )
+        sender.rebroadcast_unmined()  # the relayer's nonces the chain has not reached, filled first
         if lost:
             log.error("the chain lost %d relayed commands with its blocks: sending them again", len(lost))
             self.waiting = True

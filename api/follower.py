@@ -96,6 +96,16 @@ class Follower:
     def rebuilding(self) -> bool:
         return self.rebuilding_to is not None
 
+    def chain_moved_back(self) -> bool:
+        """Whether the chain no longer holds the block the mirror followed to: it lost blocks (a restart
+        from a snapshot, a reorganisation) and this follower has not handled it yet."""
+        with self.reads() as session:
+            state = self.cursor(session)
+            cursor, cursor_hash = (state.block_number, state.block_hash) if state else (None, "0x")
+        if cursor is None or cursor_hash == "0x":
+            return False
+        return self.chain.block_number() < cursor or self.chain.block_hash(cursor) != cursor_hash
+
     def wait_followed(self, block: int, timeout: float) -> bool:
         """Waits until the mirror has applied `block`; False after `timeout` seconds."""
         deadline = time.monotonic() + timeout

@@ -60,6 +60,7 @@ class Service:
         self.commands = Commands(self)
         self.follower.on_reset = self.commands.chain_lost_blocks
         self.writer.rebuilding = self.batcher.rebuilding = lambda: self.follower.rebuilding
+        self.batcher.chain_moved_back = self.follower.chain_moved_back
         self.batcher.on_change = self.writer.cache.invalidate
         self.follower.after_step = self._followed
         self.follower.relayer = self.sender.address

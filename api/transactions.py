@@ -10,6 +10,7 @@ through the connector (`api/chain.py`)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -20,6 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import db
 from .chain import BroadcastRefused, Call, Chain
 from .vocabulary import TxStatus
+
+log = logging.getLogger(__name__)
 
 
 class TxSender:
@@ -121,6 +124,17 @@ class TxSender:
                     select(db.Transaction).where(db.Transaction.sender == self.address, db.Transaction.status == TxStatus.SENT)
                 )
             )
+
+    def rebroadcast_unmined(self) -> None:
+        """Broadcasts again, lowest nonce first, every recorded transaction still `sent` (batches' and
+        commands' alike): after the chain lost blocks, or restarted without its pool, the nonces they hold
+        would otherwise leave a gap that stops every later transaction of the relayer until each owner
+        gets round to sending its own again."""
+        for row in sorted(self.unmined(), key=lambda r: r.nonce):
+            try:
+                self.resend(row)
+            except BroadcastRefused as exc:
+                log.warning("transaction %s (%s) refused when broadcast again: %s", row.tx_hash, row.purpose, exc)
 
     def settled(self, tx_id: int, receipt: dict) -> None:
         """The chain mined the recorded transaction `tx_id`: `mined`, or `reverted` when it failed."""

@@ -423,10 +423,11 @@ class Chain:
 
     # ----- the relayer's transactions (signed and recorded by api/transactions.py) -----------------
 
-    def transaction(self, call: Call, sender: str, nonce: int, gas: int) -> dict[str, Any]:
-        """The unsigned transaction of `call` from `sender` with `nonce` and `gas`, at today's fees."""
+    def transaction(self, call: Call, sender: str, nonce: int, gas: int, fees: dict[str, int] | None = None) -> dict[str, Any]:
+        """The unsigned transaction of `call` from `sender` with `nonce` and `gas`, at `fees` (today's when
+        not given)."""
         return call._fn.build_transaction(
-            {"from": Web3.to_checksum_address(sender), "nonce": nonce, "gas": gas, "chainId": self.chain_id, **self.fees()}
+            {"from": Web3.to_checksum_address(sender), "nonce": nonce, "gas": gas, "chainId": self.chain_id, **(fees or self.fees())}
         )
 
     def nonce(self, sender: str) -> int:

@@ -57,11 +57,13 @@ class TxSender:
 
     def record(self, session: Session, call: Call, purpose: str, gas: int) -> db.Transaction:
         """Signs `call` with the next free nonce and adds its record to `session`; the caller commits,
-        then calls `committed` (or `abandoned` when it rolls back). Holds the nonce lock until then."""
+        then calls `committed` (or `abandoned` when it rolls back). Holds the nonce lock until then. The
+        chain is asked (its nonce, the fees) before the database's write lock is taken."""
+        fees = self.chain.fees()
         self._lock.acquire()
         try:
             nonce = self._free_nonce(session)
-            signed = self.account.sign_transaction(self.chain.transaction(call, self.address, nonce, gas))
+            signed = self.account.sign_transaction(self.chain.transaction(call, self.address, nonce, gas, fees))
             tx_hash = "0x" + bytes(signed.hash).hex()
             row = session.scalar(select(db.Transaction).where(db.Transaction.tx_hash == tx_hash))
             if row is not None:  # the same transaction, refused before: signing is deterministic

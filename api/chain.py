@@ -266,6 +266,7 @@ class Chain:
         self.address = Web3.to_checksum_address(contract_address) if contract_address else None
         self.contract = self.w3.eth.contract(address=self.address, abi=self.abi) if self.address else None
         self._errors: dict[bytes, tuple[str, list[str], list[str]]] = {}
+        self._chain_id: int | None = None
         for item in self.abi:
             if item["type"] == "error":
                 types = [i["type"] for i in item["inputs"]]
@@ -333,7 +334,11 @@ class Chain:
 
     @property
     def chain_id(self) -> int:
-        return self._rpc(lambda: self.w3.eth.chain_id)
+        """The chain's id, asked once (a node answering another id is another chain: the service is
+        started again for it)."""
+        if self._chain_id is None:
+            self._chain_id = self._rpc(lambda: self.w3.eth.chain_id)
+        return self._chain_id
 
     def block_number(self) -> int:
         return self._rpc(lambda: self.w3.eth.block_number)

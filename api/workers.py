@@ -95,7 +95,9 @@ def run_writer(settings: Settings, runtime: Path) -> None:
     service = Service(settings)
     service.start()
     domain = {"chainId": service.chain_id, "contract": service.contract_address}
-    (runtime / DOMAIN_FILE).write_text(json.dumps(domain))
+    written = runtime / (DOMAIN_FILE + ".tmp")  # whole or absent: a worker reads it as soon as it exists
+    written.write_text(json.dumps(domain))
+    os.replace(written, runtime / DOMAIN_FILE)
     channel = ChannelServer(runtime / ORDERS_SOCKET, service.writer, domain)
     http_path = runtime / HTTP_SOCKET
     if http_path.exists():

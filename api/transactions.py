@@ -128,11 +128,12 @@ class TxSender:
             )
 
     def rebroadcast_unmined(self) -> None:
-        """Broadcasts again, lowest nonce first, every recorded transaction still `sent` (batches' and
-        commands' alike): after the chain lost blocks, or restarted without its pool, the nonces they hold
-        would otherwise leave a gap that stops every later transaction of the relayer until each owner
-        gets round to sending its own again."""
-        for row in sorted(self.unmined(), key=lambda r: r.nonce):
+        """Broadcasts again, lowest nonce first, every recorded command transaction still `sent`: after the
+        chain lost blocks, or restarted without its pool, the nonces they hold would otherwise leave a gap
+        that stops the relayer's later transactions. Batches' transactions are not: the follower's reset
+        gives their batches up and makes them anew (sent again as they were, one could anchor its orders
+        a second time)."""
+        for row in sorted((r for r in self.unmined() if not r.purpose.startswith("batch:")), key=lambda r: r.nonce):
             try:
                 self.resend(row)
             except BroadcastRefused as exc:

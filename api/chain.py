@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import requests
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 from web3 import Web3
@@ -32,8 +31,8 @@ log = logging.getLogger(__name__)
 
 ARTIFACT = Path(__file__).resolve().parent.parent / "build" / "TimeBank.json"
 
-# What an unreachable node raises through web3's HTTP provider.
-CONNECTION_ERRORS = (requests.exceptions.RequestException, ConnectionError, OSError, TimeoutError)
+# What an unreachable node raises through the provider (`LeanHTTPProvider` raises ConnectionError).
+CONNECTION_ERRORS = (ConnectionError, OSError, TimeoutError)
 
 
 class ChainUnavailable(Exception):

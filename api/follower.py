@@ -99,12 +99,17 @@ class Follower:
     def chain_moved_back(self) -> bool:
         """Whether the chain no longer holds the block the mirror followed to: it lost blocks (a restart
         from a snapshot, a reorganisation) and this follower has not handled it yet."""
+        cursor, cursor_hash = self._followed_to()
+        return self._lost(cursor, cursor_hash, self.chain.block_number())
+
+    def _followed_to(self) -> tuple[int, str]:
+        """The block the mirror has applied, and its hash ("0x" before the first)."""
         with self.reads() as session:
             state = self.cursor(session)
-            cursor, cursor_hash = (state.block_number, state.block_hash) if state else (None, "0x")
-        if cursor is None or cursor_hash == "0x":
-            return False
-        return self.chain.block_number() < cursor or self.chain.block_hash(cursor) != cursor_hash
+            return (state.block_number, state.block_hash) if state else (self.start_block - 1, "0x")
+
+    def _lost(self, cursor: int, cursor_hash: str, head: int) -> bool:
+        return cursor > head or (cursor_hash != "0x" and self.chain.block_hash(cursor) != cursor_hash)
 
     def wait_followed(self, block: int, timeout: float) -> bool:
         """Waits until the mirror has applied `block`; False after `timeout` seconds."""
@@ -133,10 +138,8 @@ class Follower:
         held only for the writes."""
         head = self.chain.block_number()
         target = head - (self.confirmations - 1)
-        with self.reads() as session:
-            state = self.cursor(session)
-            cursor, cursor_hash = (state.block_number, state.block_hash) if state else (self.start_block - 1, "0x")
-        if cursor > head or (cursor_hash != "0x" and self.chain.block_hash(cursor) != cursor_hash):
+        cursor, cursor_hash = self._followed_to()
+        if self._lost(cursor, cursor_hash, head):
             self.rebuilding_to = target
             self.on_reset()
             with self.sessions() as session, session.begin():

@@ -25,7 +25,7 @@ from . import bundles, db, protocol
 from .chain import BroadcastRefused, Chain, ChainUnavailable, ContractRevert
 from .settings import Settings
 from .transactions import TxSender
-from .vocabulary import BatchStatus, OrderStatus
+from .vocabulary import BatchStatus, OrderStatus, TxStatus
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +183,8 @@ class Batcher:
             rows = session.execute(
                 select(db.Batch.id, db.Transaction)
                 .join(db.Transaction, db.Batch.tx_id == db.Transaction.id)
-                .where(db.Batch.status == BatchStatus.SENT)
-            ).all()
+                .where(db.Batch.status == BatchStatus.SENT, db.Transaction.status == TxStatus.SENT)
+            ).all()  # a transaction given up after a chain loss is never sent again: its batch is made anew
         for batch_id, tx in rows:
             receipt = self.chain.receipt(tx.tx_hash)
             if receipt is None:

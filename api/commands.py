@@ -244,6 +244,9 @@ class Commands:
                 session.execute(
                     update(db.Command).where(db.Command.id.in_(lost)).values(status=RESENDING, updated_at=time.time())
                 )
+        given_up = sender.give_up_lost_batches()  # their nonces free: the batches are made anew
+        if given_up:
+            log.warning("%d batch transactions the chain lost are given up; their batches are made anew", given_up)
         sender.rebroadcast_unmined()  # the relayer's nonces the chain has not reached, filled first
         if lost:
             log.error("the chain lost %d relayed commands with its blocks: sending them again", len(lost))

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import db, protocol
 from .chain import Chain, ChainUnavailable
 from .transactions import TxSender
-from .vocabulary import BatchStatus, OrderStatus
+from .vocabulary import BatchStatus, OrderStatus, TxStatus
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +274,10 @@ class Follower:
         state.block_hash = "0x"
         lost = session.scalars(select(db.Batch).where(db.Batch.status.in_((BatchStatus.ANCHORED, BatchStatus.SENT)))).all()
         for batch in lost:
+            if batch.status == BatchStatus.SENT and batch.tx_id is not None:
+                tx = session.get(db.Transaction, batch.tx_id)
+                if tx is not None and tx.status == TxStatus.SENT:
+                    continue  # its transaction is still at the node (`give_up_lost_batches`): mined, it anchors it
             if self.chain.batch_id_of_root(bytes.fromhex(batch.root[2:])) == 0:
                 batch.status = BatchStatus.FAILED
                 batch.error = "the chain no longer holds this batch (chain reset); anchored again"

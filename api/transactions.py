@@ -139,6 +139,25 @@ class TxSender:
             except BroadcastRefused as exc:
                 log.warning("transaction %s (%s) refused when broadcast again: %s", row.tx_hash, row.purpose, exc)
 
+    def give_up_lost_batches(self) -> int:
+        """After the chain lost blocks: the batches' transactions still `sent` that the node does not have
+        (its pool went with the blocks: a restart from a snapshot) are given up, `dropped`, and their
+        nonces are free again, taken by the next transactions: else the nonce each holds is a gap that
+        stops every later transaction of the relayer. The follower's reset makes their batches anew. A
+        batch's transaction the node still has is kept (mined, it anchors its batch). Done under the nonce
+        lock, so no transaction is between its record and its broadcast meanwhile; returns how many."""
+        with self._lock:
+            batches = [r for r in self.unmined() if r.purpose.startswith("batch:")]
+            gone = [r.id for r in batches if not self.chain.transaction_known(r.tx_hash)]
+            if gone:
+                with self.sessions() as session, session.begin():
+                    session.execute(
+                        update(db.Transaction)
+                        .where(db.Transaction.id.in_(gone), db.Transaction.status == TxStatus.SENT)
+                        .values(status=TxStatus.DROPPED)
+                    )
+        return len(gone)
+
     def settled(self, tx_id: int, receipt: dict) -> None:
         """The chain mined the recorded transaction `tx_id`: `mined`, or `reverted` when it failed."""
         with self.sessions() as session, session.begin():

@@ -109,7 +109,26 @@ class Follower:
             return (state.block_number, state.block_hash) if state else (self.start_block - 1, "0x")
 
     def _lost(self, cursor: int, cursor_hash: str, head: int) -> bool:
-        return cursor > head or (cursor_hash != "0x" and self.chain.block_hash(cursor) != cursor_hash)
+        return cursor > head or (cursor_hash != "0x" and self.chain.block_hash(cursor) != cursor_hash) or self._lost_ahead(cursor, head)
+
+    def _lost_ahead(self, cursor: int, head: int) -> bool:
+        """Whether the chain lost, with a block beyond the followed one, the relayer's newest transaction
+        seen mined there, and the node no longer has it at all (a restart from a snapshot taken before the
+        mirror followed that block, its pool lost): the followed block is still there, yet the record of
+        that transaction holds a nonce the chain no longer used, a gap before every later transaction, and
+        its batch or command is gone. The newest is enough: a chain loses its blocks from the tip."""
+        with self.reads() as session:
+            newest = session.execute(
+                select(db.Transaction.tx_hash, db.Transaction.block_number)
+                .where(db.Transaction.status.in_((TxStatus.MINED, TxStatus.REVERTED)))
+                .order_by(db.Transaction.id.desc())
+                .limit(1)
+            ).first()
+        if newest is None or newest.block_number is None or newest.block_number <= cursor:
+            return False
+        # mined in another block (a reorganisation) or back in the pool, the node still has it: no gap, and
+        # the follower applies it once confirmed; a node not yet at that block (lagging) has no receipt
+        return head >= newest.block_number and not self.chain.transaction_known(newest.tx_hash)
 
     def wait_followed(self, block: int, timeout: float) -> bool:
         """Waits until the mirror has applied `block`; False after `timeout` seconds."""

@@ -170,10 +170,11 @@ class TxSender:
     @staticmethod
     def dropped(session: Session, head: int) -> None:
         """The chain lost the blocks after `head` (a reset or a deep reorganisation): the transactions
-        mined in them are no longer mined, and their nonces are free again (in the caller's transaction)."""
+        mined in them (reverted ones too) are no longer mined, and their nonces are free again (in the
+        caller's transaction)."""
         session.execute(
             update(db.Transaction)
-            .where(db.Transaction.status == TxStatus.MINED, db.Transaction.block_number > head)
+            .where(db.Transaction.status.in_((TxStatus.MINED, TxStatus.REVERTED)), db.Transaction.block_number > head)
             .values(status=TxStatus.DROPPED)
         )
 
@@ -183,7 +184,11 @@ class TxSender:
         (in the caller's transaction)."""
         session.execute(
             update(db.Transaction)
-            .where(db.Transaction.sender == self.address, db.Transaction.status == TxStatus.MINED, db.Transaction.nonce >= nonce)
+            .where(
+                db.Transaction.sender == self.address,
+                db.Transaction.status.in_((TxStatus.MINED, TxStatus.REVERTED)),
+                db.Transaction.nonce >= nonce,
+            )
             .values(status=TxStatus.DROPPED)
         )
 

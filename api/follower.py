@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import db, protocol
 from .chain import Chain, ChainUnavailable
 from .transactions import TxSender
-from .vocabulary import BatchStatus, OrderStatus, TxStatus
+from .vocabulary import TX_IN_BLOCK, BatchStatus, OrderStatus, TxStatus
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class Follower:
         with self.reads() as session:
             newest = session.execute(
                 select(db.Transaction.tx_hash, db.Transaction.block_number)
-                .where(db.Transaction.status.in_((TxStatus.MINED, TxStatus.REVERTED)))
+                .where(db.Transaction.status.in_(TX_IN_BLOCK))
                 .order_by(db.Transaction.id.desc())
                 .limit(1)
             ).first()

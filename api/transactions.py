@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import db
 from .chain import BroadcastRefused, Call, Chain
-from .vocabulary import TxStatus
+from .vocabulary import TX_IN_BLOCK, TxStatus
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class TxSender:
         caller's transaction)."""
         session.execute(
             update(db.Transaction)
-            .where(db.Transaction.status.in_((TxStatus.MINED, TxStatus.REVERTED)), db.Transaction.block_number > head)
+            .where(db.Transaction.status.in_(TX_IN_BLOCK), db.Transaction.block_number > head)
             .values(status=TxStatus.DROPPED)
         )
 
@@ -186,7 +186,7 @@ class TxSender:
             update(db.Transaction)
             .where(
                 db.Transaction.sender == self.address,
-                db.Transaction.status.in_((TxStatus.MINED, TxStatus.REVERTED)),
+                db.Transaction.status.in_(TX_IN_BLOCK),
                 db.Transaction.nonce >= nonce,
             )
             .values(status=TxStatus.DROPPED)

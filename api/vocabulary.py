@@ -32,13 +32,17 @@ class BatchStatus(StrEnum):
 
 class TxStatus(StrEnum):
     """A relayer transaction (api/transactions.py): `sent`, then `mined` or `reverted`; `refused` by the
-    node (its nonce given out again); `dropped` (mined in blocks the chain lost)."""
+    node (its nonce given out again); `dropped` (mined in blocks the chain lost, or a batch's the node lost
+    with its pool: its nonce free again)."""
 
     SENT = "sent"
     MINED = "mined"
     REVERTED = "reverted"
     REFUSED = "refused"
     DROPPED = "dropped"
+
+
+TX_IN_BLOCK = (TxStatus.MINED, TxStatus.REVERTED)  # seen in a block: its nonce used, while the chain keeps it
 
 
 class CommandStatus(StrEnum):

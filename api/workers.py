@@ -199,8 +199,10 @@ def create_worker_app(settings: Settings, front: Front, writer_http: Path) -> Fa
 
 def run_worker(settings: Settings, runtime: Path, fd: int, index: int) -> None:
     listener = socket.socket(fileno=fd)
-    while not (runtime / DOMAIN_FILE).exists():  # started beside the writer: wait for its mirror to catch up
-        time.sleep(0.1)
+    # started beside the writer: wait for its mirror to catch up and its sockets to listen (the orders'
+    # channel appears once both do), so that no request that reached the port meanwhile is answered 503
+    while not ((runtime / DOMAIN_FILE).exists() and (runtime / ORDERS_SOCKET).exists()):
+        time.sleep(0.05)
     domain = json.loads((runtime / DOMAIN_FILE).read_text())
     front = Front(settings, ChannelClient(runtime / ORDERS_SOCKET), domain)
     app = create_worker_app(settings, front, runtime / HTTP_SOCKET)

@@ -167,3 +167,33 @@ def test_repeats_conflicts_and_every_route_through_the_workers(chain_and_service
     view = proc.wait_final([body["order"]["orderId"]])[body["order"]["orderId"]]
     assert view["status"] == "anchored"
     assert proc.client.get(f"/v1/orders/{body['order']['orderId']}/proof").json()["batch"]["id"] == view["batchId"]
+
+
+def test_no_request_is_answered_503_while_the_service_starts(chain_and_service):
+    """The workers take requests only once the writer process listens: a terminal that reached the port
+    while the service was starting waits for its answer rather than getting `503 writer_unavailable`
+    (a station's browser outbox of that time took a 503 for a refusal: CI of stop 16)."""
+    _chain, service = chain_and_service
+    proc = service("starting", TIMEBANK_WORKERS=2).start(timeout=90)
+    proc.stop()
+    answers: list[int] = []
+    started = threading.Event()
+
+    def probe() -> None:
+        while not started.is_set():
+            try:
+                with httpx.Client(base_url=proc.url, timeout=30) as client:
+                    answers.append(client.get("/v1/health").status_code)
+            except httpx.TransportError:
+                time.sleep(0.005)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    try:
+        proc.start(timeout=90)
+        for _ in range(20):
+            proc.client.get("/v1/health")
+    finally:
+        started.set()
+        prober.join(35)
+    assert answers and set(answers) == {200}, f"answers while starting: {sorted(set(answers))}\n{proc.log_tail()}"

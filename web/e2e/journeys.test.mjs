@@ -246,6 +246,36 @@ async function offlineOrder() {
   assert.equal(item.httpStatus, 201)
 }
 
+test('an order answered 503 (the writer restarting) stays queued and is sent again, once', async () => {
+  await page.goto('/station')
+  await unlock(cfg.stationKeystore)
+  let refused = 0
+  const busy = async (route) => {
+    if (route.request().method() !== 'POST' || refused >= 2) return route.fallback()
+    refused++
+    await route.fulfill({
+      status: 503,
+      contentType: 'application/json',
+      body: JSON.stringify({ error: { code: 'writer_unavailable', message: '订单写入进程正在重启，请稍后再试', messageZh: '订单写入进程正在重启，请稍后再试', messageEn: 'the order writer is restarting; try again' } }),
+    })
+  }
+  await context.route('**/v1/orders', busy)
+  try {
+    const now = Math.floor(Date.now() / 1000)
+    await fillOrder({ service: '助餐', start: now - 8 * 3600, end: now - 7 * 3600, minutes: 40, method: '刷卡确认' })
+    await page.getByRole('button', { name: '签名并提交' }).click()
+    const queued = page.locator('tr[data-state="queued"]')
+    await queued.first().waitFor({ timeout: 20000 })
+    const orderId = await queued.first().getAttribute('data-order')
+    await page.locator(`tr[data-order="${orderId}"][data-state="sent"]`).waitFor({ timeout: 30000 })
+    assert.equal(refused, 2)
+    const answer = await (await fetch(`${cfg.url}/v1/orders/${orderId}`)).json()
+    assert.equal(answer.orderId, orderId)
+  } finally {
+    await context.unroute('**/v1/orders', busy)
+  }
+})
+
 test('axe-core: no serious or critical violation on any page', async () => {
   for (const path of ['/', '/station', '/my', '/verify', '/console']) {
     await page.goto(path)

@@ -76,6 +76,11 @@ async function add(order: SignedOrder, recording?: { bytes: Uint8Array; mimeType
   void flush()
 }
 
+/** An answer that says "try again" (429, 5xx: `writer_unavailable`, `mirror_rebuilding`, ...), not "no". */
+export function retryable(e: ApiError): boolean {
+  return e.status === 429 || e.status >= 500
+}
+
 async function sendOne(item: OutboxItem) {
   item.attempts++
   item.lastTry = Date.now()
@@ -83,10 +88,17 @@ async function sendOne(item: OutboxItem) {
     const { status, body } = await client.submitOrder(item.body)
     item.state = 'sent'
     item.httpStatus = status
+    item.error = undefined
     item.status = body.status
     online.value = true
   } catch (e) {
-    if (e instanceof ApiError) {
+    if (e instanceof ApiError && retryable(e)) {
+      // the service is there but cannot store the order now (writer restarting, chain lost blocks,
+      // too many requests): it stays queued and is sent again, the same body, next round
+      item.httpStatus = e.status
+      item.error = { code: e.code, message: e.message, messageZh: e.messageZh }
+      online.value = false
+    } else if (e instanceof ApiError) {
       item.state = 'refused'
       item.httpStatus = e.status
       item.error = { code: e.code, message: e.message, messageZh: e.messageZh }

@@ -94,7 +94,8 @@ class Restored:
         else:
             said.append(f"loaded {name(self.snapshot)} (block {self.block})")
         if self.last_known_block is not None:
-            said.append(f"{self.blocks_lost} blocks lost (the last block seen before was {self.last_known_block})")
+            # the snapshotter reads the head at most half a second apart: a block made in that time is not counted
+            said.append(f"at least {self.blocks_lost} blocks lost (the last block seen before was {self.last_known_block})")
         return "; ".join(said)
 
 

@@ -238,6 +238,9 @@ class Commands:
             if receipt is None:
                 lost.append(command_id)
         nonce = chain.nonce(sender.address)
+        kept = sender.keep_batches_still_known(chain.block_number(), nonce)  # before the lines below drop them
+        if kept:
+            log.warning("%d batch transactions of lost blocks are still at the node: their batches stay in flight", kept)
         with self.service.sessions() as session, session.begin():
             sender.not_mined_from(session, nonce)
             if lost:

@@ -293,11 +293,21 @@ class Follower:
         state.block_hash = "0x"
         lost = session.scalars(select(db.Batch).where(db.Batch.status.in_((BatchStatus.ANCHORED, BatchStatus.SENT)))).all()
         for batch in lost:
-            if batch.status == BatchStatus.SENT and batch.tx_id is not None:
-                tx = session.get(db.Transaction, batch.tx_id)
-                if tx is not None and tx.status == TxStatus.SENT:
-                    continue  # its transaction is still at the node (`give_up_lost_batches`): mined, it anchors it
-            if self.chain.batch_id_of_root(bytes.fromhex(batch.root[2:])) == 0:
+            tx = session.get(db.Transaction, batch.tx_id) if batch.tx_id is not None else None
+            on_chain = self.chain.batch_id_of_root(bytes.fromhex(batch.root[2:])) != 0
+            if tx is not None and tx.status == TxStatus.SENT:
+                # its transaction is still at the node (`give_up_lost_batches`, `keep_batches_still_known`):
+                # the batch stays in flight, and mined, that transaction anchors it, once
+                if batch.status == BatchStatus.ANCHORED and not on_chain:
+                    batch.status = BatchStatus.SENT
+                    batch.chain_batch_id = batch.block_number = batch.block_hash = batch.anchored_at = None
+                    session.execute(
+                        update(db.Order)
+                        .where(db.Order.batch_id == batch.id, db.Order.status.in_((OrderStatus.ANCHORED, OrderStatus.REVOKED)))
+                        .values(status=OrderStatus.ACCEPTED, anchored_at=None, revoke_reason=None)
+                    )
+                continue
+            if not on_chain:
                 batch.status = BatchStatus.FAILED
                 batch.error = "the chain no longer holds this batch (chain reset); anchored again"
                 session.execute(

@@ -15,12 +15,12 @@ import threading
 import time
 
 from eth_account import Account as EthAccount
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import db
 from .chain import BroadcastRefused, Call, Chain
-from .vocabulary import TX_IN_BLOCK, TxStatus
+from .vocabulary import TX_IN_BLOCK, BatchStatus, TxStatus
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,51 @@ class TxSender:
                         .values(status=TxStatus.DROPPED)
                     )
         return len(gone)
+
+    def keep_batches_still_known(self, head: int, nonce: int) -> int:
+        """After the chain lost blocks (before they are marked not mined): a batch's transaction seen mined
+        in a lost block (after `head`) or at a nonce the chain has not reached (`nonce`), whose batch is in
+        flight or was anchored by it, and that the node still has (a reorganisation put it back in the
+        pool, or mined it in another block), is `sent` again. It keeps its nonce, and the follower's reset
+        keeps its batch in flight: mined again, it anchors the batch once. Made anew beside it with other
+        orders, the batch would have another root, and both would be anchored. One mined in another block
+        is recorded there instead. Returns how many were kept."""
+        in_flight = (BatchStatus.SENT, BatchStatus.ANCHORED)
+        with self._lock:
+            with self.sessions() as session:
+                candidates = session.execute(
+                    select(db.Transaction.id, db.Transaction.tx_hash)
+                    .join(db.Batch, db.Batch.tx_id == db.Transaction.id)
+                    .where(
+                        db.Transaction.sender == self.address,
+                        db.Transaction.status == TxStatus.MINED,
+                        or_(db.Transaction.block_number > head, db.Transaction.nonce >= nonce),
+                        db.Batch.status.in_(in_flight),
+                    )
+                ).all()
+            kept, moved = [], []
+            for tx_id, tx_hash in candidates:
+                if not self.chain.transaction_known(tx_hash):
+                    continue
+                receipt = self.chain.receipt(tx_hash)
+                if receipt is None:
+                    kept.append(tx_id)
+                else:
+                    moved.append((tx_id, receipt))
+            with self.sessions() as session, session.begin():
+                if kept:
+                    session.execute(
+                        update(db.Transaction)
+                        .where(db.Transaction.id.in_(kept), db.Transaction.status == TxStatus.MINED)
+                        .values(status=TxStatus.SENT, block_number=None)
+                    )
+                for tx_id, receipt in moved:
+                    session.execute(
+                        update(db.Transaction)
+                        .where(db.Transaction.id == tx_id, db.Transaction.status == TxStatus.MINED)
+                        .values(status=TxStatus.MINED if receipt["status"] == 1 else TxStatus.REVERTED, block_number=receipt["blockNumber"])
+                    )
+        return len(kept)
 
     def settled(self, tx_id: int, receipt: dict) -> None:
         """The chain mined the recorded transaction `tx_id`: `mined`, or `reverted` when it failed."""

@@ -275,6 +275,62 @@ def test_chain_restarted_from_an_older_state_anchors_the_lost_batch_again(tmp_pa
         assert views[order_id]["txHash"] == views_a[order_id]["txHash"]
 
 
+def test_a_lost_batch_transaction_back_in_the_pool_is_kept_not_made_anew(tmp_path, chain_and_service):
+    """A reorganisation on a network puts the transactions of the blocks it dropped back into the nodes'
+    pools. Here: the chain comes back from an older state and batch B's transaction is sent to it again
+    (as a node that reorganised would hold it), mining paused, while two more orders wait to be batched.
+    The service keeps batch B in flight on that transaction, which holds its nonce, instead of making B
+    anew with the two others (another root, and B's orders anchored twice once the old transaction is
+    mined too). Every order is anchored exactly once."""
+    chain, service = chain_and_service
+    proc = service("pooled", TIMEBANK_BATCH_MAX_ORDERS=8, TIMEBANK_BATCH_MAX_WAIT_SECONDS=1.5).start()
+    w = make_world(SimpleNamespace(client=proc.client))
+    volunteers = [w.new_account(1) for _ in range(3)]
+    elder = w.new_account(2, grant=5000)
+    opening = {elder: 5000, **{v: 0 for v in volunteers}}
+    terminal = w.terminal
+    batches_before = chain.batch_count()
+    wait_until(lambda: proc.health()["followedBlock"] >= chain.w3.eth.block_number, 20, "mirror followed", proc)
+
+    chain.stop()
+    older = tmp_path / "older-state.json"
+    chain.keep_state(older)
+    chain.start()
+    head = chain.w3.eth.block_number
+    nonce = chain.w3.eth.get_transaction_count(RELAYER.address)
+    batch_b = post_bulk(proc, [terminal.order(volunteers[i % 3], elder, elder, minutes=10 + i) for i in range(6)])
+    views_b = wait_until(lambda: anchored_on_chain(chain, proc, batch_b), 30, "batch B anchored", proc)
+    (tx_hash,) = {v["txHash"] for v in views_b.values()}
+    transaction = chain.w3.eth.get_transaction(tx_hash)
+    assert transaction["nonce"] == nonce and transaction["blockNumber"] > head
+    raw = chain.w3.eth.get_raw_transaction(tx_hash)
+    queued = post_bulk(proc, [terminal.order(volunteers[i % 3], elder, elder, minutes=30 + i) for i in range(2)])
+
+    os.kill(proc.pid, signal.SIGSTOP)  # before the two are batched (1.5 s)
+    try:
+        chain.stop()
+        chain.put_back_state(older)
+        chain.start()
+        assert chain.w3.eth.block_number == head
+        chain.w3.provider.make_request("evm_setAutomine", [False])
+        assert chain.w3.eth.send_raw_transaction(raw).hex().removeprefix("0x") == tx_hash.removeprefix("0x")
+        assert chain.w3.eth.get_transaction(tx_hash)["blockNumber"] is None  # pending
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    wait_until(lambda: "chain reset detected" in proc.log_tail(400), 30, "the reset noticed", proc)
+    wait_until(lambda: not proc.health().get("mirrorRebuilding"), 30, "the mirror rebuilt", proc)
+    time.sleep(3)  # the two queued orders batched meanwhile (alone, or with B's orders if B were made anew)
+    chain.w3.provider.make_request("evm_setAutomine", [True])
+    chain.w3.provider.make_request("anvil_mine", [hex(3)])
+
+    views = wait_until(lambda: anchored_on_chain(chain, proc, batch_b + queued), 60, "every order anchored", proc)
+    for order_id in batch_b:  # by the transaction that was back in the pool
+        assert views[order_id]["txHash"] == tx_hash, views[order_id]
+    chain.w3.provider.make_request("anvil_mine", [hex(3)])
+    views = wait_until(lambda: anchored_on_chain(chain, proc, batch_b + queued), 30, "the mirror at the head", proc)
+    assert_exactly_once(chain, proc, views, batches_before, opening)
+
+
 @pytest.mark.parametrize("nonce_taken", [False, True], ids=["command-sent-again", "command-lost"])
 def test_a_command_lost_with_the_blocks_is_sent_again_or_shown_lost(tmp_path, chain_and_service, nonce_taken):
     """The lost blocks also held the registration of an account that orders of the lost batch credit. The

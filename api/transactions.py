@@ -179,29 +179,18 @@ class TxSender:
                         db.Batch.status.in_(in_flight),
                     )
                 ).all()
-            kept, moved = [], []
-            for tx_id, tx_hash in candidates:
-                if not self.chain.transaction_known(tx_hash):
-                    continue
-                receipt = self.chain.receipt(tx_hash)
-                if receipt is None:
-                    kept.append(tx_id)
-                else:
-                    moved.append((tx_id, receipt))
-            with self.sessions() as session, session.begin():
-                if kept:
+            known = {tx_id: self.chain.receipt(tx_hash) for tx_id, tx_hash in candidates if self.chain.transaction_known(tx_hash)}
+            if known:
+                with self.sessions() as session, session.begin():
                     session.execute(
                         update(db.Transaction)
-                        .where(db.Transaction.id.in_(kept), db.Transaction.status == TxStatus.MINED)
+                        .where(db.Transaction.id.in_(list(known)), db.Transaction.status == TxStatus.MINED)
                         .values(status=TxStatus.SENT, block_number=None)
                     )
-                for tx_id, receipt in moved:
-                    session.execute(
-                        update(db.Transaction)
-                        .where(db.Transaction.id == tx_id, db.Transaction.status == TxStatus.MINED)
-                        .values(status=TxStatus.MINED if receipt["status"] == 1 else TxStatus.REVERTED, block_number=receipt["blockNumber"])
-                    )
-        return len(kept)
+            for tx_id, receipt in known.items():
+                if receipt is not None:
+                    self.settled(tx_id, receipt)
+        return sum(receipt is None for receipt in known.values())
 
     def settled(self, tx_id: int, receipt: dict) -> None:
         """The chain mined the recorded transaction `tx_id`: `mined`, or `reverted` when it failed."""

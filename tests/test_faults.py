@@ -76,15 +76,20 @@ class OwnChain(SimpleNamespace):
     def stop(self) -> None:
         stop_anvil(self.handle)  # a last snapshot, then SIGTERM
 
-    def keep_state(self, path: Path) -> None:
-        """Copies the newest snapshot (the chain is stopped) to `path`."""
+    def keep_state(self, path: Path) -> Path:
+        """Stops the chain (a last snapshot), copies that snapshot to `path` and starts it again."""
+        self.stop()
         shutil.copyfile(snapshots(self.state_dir)[0], path)
+        self.start()
+        return path
 
     def put_back_state(self, path: Path) -> None:
-        """Makes the snapshot at `path` the only one (the chain is stopped): the next start loads it."""
+        """Stops the chain and starts it again from the snapshot at `path` alone (its later blocks lost)."""
+        self.stop()
         for old in snapshots(self.state_dir):
             old.unlink()
         shutil.copyfile(path, snapshot_dir(self.state_dir) / "state-00000001.json")
+        self.start()
 
     def start(self) -> None:
         self.handle = start_anvil(self.handle.port, self.state_dir, block_time=0)
@@ -220,10 +225,7 @@ def test_chain_restarted_from_an_older_state_anchors_the_lost_batch_again(tmp_pa
     # batch A, on the state that will be kept
     batch_a = post_bulk(proc, [terminal.order(volunteers[i % 3], elder, elder, minutes=10 + i) for i in range(5)])
     views_a = wait_until(lambda: anchored_on_chain(chain, proc, batch_a), 30, "batch A anchored", proc)
-    chain.stop()
-    older = tmp_path / "older-state.json"
-    chain.keep_state(older)
-    chain.start()
+    older = chain.keep_state(tmp_path / "older-state.json")
     assert chain.batch_count() == batches_before + len({v["batchId"] for v in views_a.values()})
     batches_after_a = chain.batch_count()
     head_a = chain.w3.eth.block_number
@@ -244,9 +246,7 @@ def test_chain_restarted_from_an_older_state_anchors_the_lost_batch_again(tmp_pa
     else:
         proc.stop()
     try:
-        chain.stop()
         chain.put_back_state(older)
-        chain.start()
         assert chain.w3.eth.block_number == head_a
         assert chain.batch_count() == batches_after_a
         assert chain.w3.eth.get_transaction_count(RELAYER.address) < relayer_nonce_b
@@ -292,10 +292,7 @@ def test_a_lost_batch_transaction_back_in_the_pool_is_kept_not_made_anew(tmp_pat
     batches_before = chain.batch_count()
     wait_until(lambda: proc.health()["followedBlock"] >= chain.w3.eth.block_number, 20, "mirror followed", proc)
 
-    chain.stop()
-    older = tmp_path / "older-state.json"
-    chain.keep_state(older)
-    chain.start()
+    older = chain.keep_state(tmp_path / "older-state.json")
     head = chain.w3.eth.block_number
     nonce = chain.w3.eth.get_transaction_count(RELAYER.address)
     batch_b = post_bulk(proc, [terminal.order(volunteers[i % 3], elder, elder, minutes=10 + i) for i in range(6)])
@@ -308,9 +305,7 @@ def test_a_lost_batch_transaction_back_in_the_pool_is_kept_not_made_anew(tmp_pat
 
     os.kill(proc.pid, signal.SIGSTOP)  # before the two are batched (1.5 s)
     try:
-        chain.stop()
         chain.put_back_state(older)
-        chain.start()
         assert chain.w3.eth.block_number == head
         chain.w3.provider.make_request("evm_setAutomine", [False])
         assert chain.w3.eth.send_raw_transaction(raw).hex().removeprefix("0x") == tx_hash.removeprefix("0x")
@@ -347,10 +342,7 @@ def test_a_command_lost_with_the_blocks_is_sent_again_or_shown_lost(tmp_path, ch
     batches_before = chain.batch_count()
     wait_until(lambda: proc.health()["followedBlock"] >= chain.w3.eth.block_number, 20, "mirror followed", proc)
 
-    chain.stop()
-    older = tmp_path / "older-state.json"
-    chain.keep_state(older)
-    chain.start()
+    older = chain.keep_state(tmp_path / "older-state.json")
     head = chain.w3.eth.block_number
     _number, lost_volunteer = card("NJ-320102")
     registration = w.admin.ok("RegisterAccount", account=lost_volunteer, district=DISTRICT, kind=1)  # on lost blocks
@@ -361,9 +353,7 @@ def test_a_command_lost_with_the_blocks_is_sent_again_or_shown_lost(tmp_path, ch
 
     os.kill(proc.pid, signal.SIGSTOP)  # the service waits while the test looks at the older chain
     try:
-        chain.stop()
         chain.put_back_state(older)
-        chain.start()
         assert chain.w3.eth.block_number == head
         assert chain.contract.functions.getAccount(bytes.fromhex(lost_volunteer[2:])).call()[2] == 0  # unknown
         if nonce_taken:  # the administrator's nonce used on this chain by another command, sent by someone else

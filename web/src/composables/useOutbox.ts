@@ -77,7 +77,7 @@ async function add(order: SignedOrder, recording?: { bytes: Uint8Array; mimeType
 }
 
 /** An answer that says "try again" (429, 5xx: `writer_unavailable`, `mirror_rebuilding`, ...), not "no". */
-export function retryable(e: ApiError): boolean {
+function retryable(e: ApiError): boolean {
   return e.status === 429 || e.status >= 500
 }
 
@@ -92,17 +92,13 @@ async function sendOne(item: OutboxItem) {
     item.status = body.status
     online.value = true
   } catch (e) {
-    if (e instanceof ApiError && retryable(e)) {
-      // the service is there but cannot store the order now (writer restarting, chain lost blocks,
-      // too many requests): it stays queued and is sent again, the same body, next round
+    if (e instanceof ApiError) {
       item.httpStatus = e.status
       item.error = { code: e.code, message: e.message, messageZh: e.messageZh }
-      online.value = false
-    } else if (e instanceof ApiError) {
-      item.state = 'refused'
-      item.httpStatus = e.status
-      item.error = { code: e.code, message: e.message, messageZh: e.messageZh }
-      online.value = true
+      // "try again" (writer restarting, chain lost blocks, too many requests): it stays queued and is
+      // sent again, the same body, next round; anything else is the service's "no"
+      if (!retryable(e)) item.state = 'refused'
+      online.value = !retryable(e)
     } else if (e instanceof Unreachable) {
       online.value = false
     } else throw e
